@@ -5,7 +5,20 @@
 //! layout) -> root tar stream -> filesystems written into the image ->
 //! verification -> partition table and blobs -> artifacts.
 
+pub mod armbian;
+pub mod artifacts;
+pub mod bench;
+pub mod blobs;
+pub mod build;
+pub mod cli;
+pub mod disk;
 pub mod error;
+pub mod exec;
+pub mod fs;
+pub mod inspect;
 pub mod plan;
+pub mod probe;
 pub mod size;
 pub mod spec;
+pub mod stage;
+pub mod tarstream;

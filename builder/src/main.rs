@@ -1,1 +1,145 @@
-fn main() {}
+// SPDX-License-Identifier: Apache-2.0
+//! `hc-image` entry point: parse, dispatch, map errors to exit codes
+//! (0 ok, 1 failure, 2 invalid input).
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use hc_image::cli::{BoardsCmd, Cli, Cmd, ConfigCmd, DevCmd};
+use hc_image::{bench, blobs, build, error, inspect, plan, spec};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .without_time()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if error::is_input_error(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dirs = spec::DataDirs::locate();
+    match cli.cmd {
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help().context("printing help")?;
+            Ok(())
+        }
+        Some(Cmd::Build(a)) => {
+            let opts = build::BuildOpts {
+                board: a.board,
+                config: a
+                    .config
+                    .unwrap_or_else(|| dirs.root.join("examples/homecloud.toml")),
+                image: a.image,
+                rootfs: a.rootfs,
+                base: a.base,
+                base_sha256: a.base_sha256,
+                out: a.out,
+                root_size: a.root_size,
+            };
+            let r = build::build(&opts)?;
+            for p in [&r.image, &r.zst, &r.bmap, &r.sums, &r.manifest] {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
+        Some(Cmd::Inspect(a)) => {
+            let r = inspect::inspect(&a.image)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                inspect::print(&r);
+            }
+            Ok(())
+        }
+        Some(Cmd::Boards(a)) => match a.cmd {
+            None | Some(BoardsCmd::List) => {
+                for name in dirs.board_names() {
+                    let (b, _) = dirs.load_board(&name)?;
+                    println!(
+                        "{:<12} {:<6} {:<4} {:<9} {}",
+                        b.name,
+                        b.arch.debian(),
+                        format!("{:?}", b.disk.table).to_ascii_lowercase(),
+                        format!("{:?}", b.boot.method).to_ascii_lowercase(),
+                        b.description
+                    );
+                }
+                Ok(())
+            }
+            Some(BoardsCmd::Pin { board, dry_run }) => {
+                let (_, path) = dirs.load_board(&board)?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let (new, changes) = blobs::repin(&text, &path.display().to_string())?;
+                for c in &changes {
+                    println!("{c}");
+                }
+                if !dry_run && new != text {
+                    std::fs::write(&path, new)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("updated {}", path.display());
+                }
+                Ok(())
+            }
+        },
+        Some(Cmd::Config(ConfigCmd::Check { file })) => {
+            let c = hc_firstboot::config::HomecloudConfig::load(&file)?;
+            println!(
+                "{}: ok (cluster {}, {} node(s) listed, {} service(s))",
+                file.display(),
+                c.cluster.name,
+                c.nodes.len(),
+                c.services.values().filter(|s| s.enabled).count()
+            );
+            Ok(())
+        }
+        Some(Cmd::Config(ConfigCmd::Schema)) => {
+            let s = schemars::schema_for!(hc_firstboot::config::HomecloudConfig);
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        Some(Cmd::Bench(a)) => bench::run(&a),
+        Some(Cmd::Dev(DevCmd::Schema)) => {
+            let s = serde_json::json!({
+                "board": schemars::schema_for!(spec::BoardSpec),
+                "image": schemars::schema_for!(spec::ImageProfile),
+            });
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        Some(Cmd::Dev(DevCmd::Plan { board, root_size })) => {
+            let (b, _) = dirs.load_board(&board)?;
+            let l = plan::plan(
+                &b,
+                &format!("boards/{board}.toml"),
+                root_size.bytes(),
+                plan::stable_ids(board.as_bytes()),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&l)?);
+            Ok(())
+        }
+    }
+}

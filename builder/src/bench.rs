@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `hc-image bench` (build host): our build of the qemu-arm64 image against
+//! the shell pipeline people write by hand (mke2fs -d, mkfs.vfat, sfdisk, dd,
+//! zstd -T0) on the same tarball, in the same process, with the ratio.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::build::{build, BuildOpts};
+use crate::cli::BenchArgs;
+use crate::exec;
+use crate::size::MIB;
+use crate::spec::DataDirs;
+
+/// Writes a deterministic tree of about `mib` MiB that compresses like a
+/// Debian rootfs (text, code and some incompressible data).
+pub fn synthetic_rootfs(path: &Path, mib: u64) -> Result<()> {
+    let tmp = crate::build::partial(path);
+    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f));
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let words: Vec<&str> = "the of and to in is for on with as by at from this that config value system service package file install debian linux kernel module library error return static const struct void int char"
+        .split(' ')
+        .collect();
+    let target = mib * MIB;
+    let mut written = 0u64;
+    let mut dir = 0;
+    let mut n = 0u64;
+    let mut dirs_done = std::collections::BTreeSet::new();
+    while written < target {
+        if n % 400 == 0 {
+            dir += 1;
+        }
+        let d = format!("usr/share/d{dir:04}");
+        if dirs_done.insert(d.clone()) {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_mtime(1_700_000_000);
+            h.set_size(0);
+            b.append_data(&mut h, format!("{d}/"), std::io::empty())
+                .context("writing the synthetic tree")?;
+        }
+        // Mostly small files, some large: the shape of a distribution.
+        let size = match rnd() % 100 {
+            0..=69 => 512 + rnd() % 8192,
+            70..=94 => 8192 + rnd() % 131072,
+            _ => 131072 + rnd() % (4 * MIB),
+        };
+        let mut data = Vec::with_capacity(size as usize);
+        let binary = rnd() % 4 == 0;
+        while (data.len() as u64) < size {
+            if binary {
+                let r = rnd();
+                // Half random, half structured: compresses roughly 2:1.
+                data.extend_from_slice(&r.to_le_bytes()[..4]);
+                data.extend_from_slice(&[0, 0, 0, (r >> 40) as u8 & 7]);
+            } else {
+                data.extend_from_slice(words[(rnd() % words.len() as u64) as usize].as_bytes());
+                data.push(if rnd() % 12 == 0 { b'\n' } else { b' ' });
+            }
+        }
+        data.truncate(size as usize);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(if binary { 0o755 } else { 0o644 });
+        h.set_mtime(1_700_000_000);
+        h.set_size(size);
+        b.append_data(&mut h, format!("{d}/f{n:06}"), &data[..])
+            .context("writing the synthetic tree")?;
+        written += size;
+        n += 1;
+    }
+    let mut w = b.into_inner().context("finishing the synthetic tree")?;
+    w.flush().context("flushing the synthetic tree")?;
+    drop(w);
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+fn sh(cmd: &mut Command) -> Result<()> {
+    exec::run(cmd).map(|_| ())
+}
+
+/// The hand-written pipeline, with the same sizes as our plan.
+fn baseline(tar: &Path, dir: &Path, boot: (u64, u64), root: (u64, u64), disk: u64) -> Result<()> {
+    let root_img = dir.join("root.ext4");
+    let boot_img = dir.join("boot.vfat");
+    let img = dir.join("baseline.img");
+    for p in [&root_img, &boot_img, &img] {
+        let _ = std::fs::remove_file(p);
+    }
+    sh(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(tar)
+        .arg(&root_img)
+        .arg(format!("{}k", root.1 / 1024)))?;
+    sh(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", "HCBOOT", "-C"])
+        .arg(&boot_img)
+        .arg((boot.1 / 1024).to_string()))?;
+    sh(Command::new("truncate")
+        .arg("-s")
+        .arg(disk.to_string())
+        .arg(&img))?;
+    let script = format!(
+        "label: dos\nstart={}, size={}, type=c\nstart={}, size={}, type=83, bootable\n",
+        boot.0 / 512,
+        boot.1 / 512,
+        root.0 / 512,
+        root.1 / 512
+    );
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting sfdisk (apt-get install fdisk)")?;
+    child
+        .stdin
+        .take()
+        .context("sfdisk stdin")?
+        .write_all(script.as_bytes())
+        .context("feeding sfdisk")?;
+    let st = child.wait().context("waiting for sfdisk")?;
+    anyhow::ensure!(st.success(), "sfdisk failed");
+    for (src, off) in [(&boot_img, boot.0), (&root_img, root.0)] {
+        sh(Command::new("dd")
+            .arg(format!("if={}", src.display()))
+            .arg(format!("of={}", img.display()))
+            .args([
+                "bs=4M",
+                "conv=notrunc,sparse",
+                "oflag=seek_bytes",
+                "status=none",
+            ])
+            .arg(format!("seek={off}")))?;
+    }
+    sh(Command::new("zstd")
+        .args(["-q", "-f", "-3", "-T0"])
+        .arg(&img)
+        .arg("-o")
+        .arg(dir.join("baseline.img.zst")))?;
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let tar: PathBuf = match &a.rootfs {
+        Some(p) => p.clone(),
+        None => {
+            let p = a.out.join(format!("synthetic-{}MiB.tar", a.size_mib));
+            if !p.exists() {
+                eprintln!("generating {}", p.display());
+                synthetic_rootfs(&p, a.size_mib)?;
+            }
+            p
+        }
+    };
+    let dirs = DataDirs::locate();
+    let opts = BuildOpts {
+        board: "qemu-arm64".into(),
+        config: dirs.root.join("examples/homecloud.toml"),
+        image: "homecloud".into(),
+        rootfs: Some(tar.clone()),
+        base: None,
+        base_sha256: None,
+        out: a.out.join("ours"),
+        root_size: None,
+    };
+    // Warm the page cache so neither side pays for the first read.
+    std::io::copy(
+        &mut std::fs::File::open(&tar).with_context(|| format!("opening {}", tar.display()))?,
+        &mut std::io::sink(),
+    )
+    .context("reading the tarball")?;
+    let mut ours = Vec::new();
+    let mut base = Vec::new();
+    let mut layout = None;
+    for i in 0..a.runs.max(1) {
+        let t = Instant::now();
+        let r = build(&opts)?;
+        ours.push(t.elapsed().as_secs_f64());
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&r.manifest).context("reading manifest")?)?;
+        let part = |n: usize| {
+            (
+                m["disk"]["partitions"][n]["start"].as_u64().unwrap_or(0),
+                m["disk"]["partitions"][n]["size"].as_u64().unwrap_or(0),
+            )
+        };
+        let l = (part(0), part(1), m["disk"]["size"].as_u64().unwrap_or(0));
+        layout = Some(l);
+        let bdir = a.out.join("baseline");
+        std::fs::create_dir_all(&bdir).with_context(|| format!("creating {}", bdir.display()))?;
+        let t = Instant::now();
+        baseline(&tar, &bdir, l.0, l.1, l.2)?;
+        base.push(t.elapsed().as_secs_f64());
+        eprintln!(
+            "run {}: hc-image {:.2}s, baseline {:.2}s; stages: {}",
+            i + 1,
+            ours[ours.len() - 1],
+            base[base.len() - 1],
+            r.timings
+                .iter()
+                .map(|(n, s)| format!("{n} {s:.2}s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let (o, b) = (median(&mut ours), median(&mut base));
+    let tar_size = std::fs::metadata(&tar).map(|m| m.len()).unwrap_or(0);
+    println!("tarball: {} ({} MiB)", tar.display(), tar_size / MIB);
+    if let Some(l) = layout {
+        println!("image: {} MiB, root {} MiB", l.2 / MIB, l.1 .1 / MIB);
+    }
+    println!("hc-image build (verify, bmap, sha256, zst): {o:.2}s");
+    println!("baseline mke2fs+mkfs.vfat+sfdisk+dd+zstd -T0: {b:.2}s");
+    println!("ratio hc-image/baseline: {:.3} (goal <= 1.0)", o / b);
+    println!("load average: {}", loadavg());
+    Ok(())
+}

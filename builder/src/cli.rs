@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Command-line types (clap derive). `main` only dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::size::Size;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hc-image",
+    version,
+    about = "Build, inspect and check homecloud disk images",
+    help_expected = true,
+    max_term_width = 80
+)]
+pub struct Cli {
+    /// More output (-v: debug, -vv: trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Build a disk image (default: board qemu-arm64, examples/homecloud.toml)
+    Build(BuildArgs),
+    /// Show an image's partitions, filesystems, blobs and lint findings
+    Inspect(InspectArgs),
+    /// List boards, or re-pin a board's blobs to the mirror's current packages
+    Boards(BoardsArgs),
+    /// Check homecloud.toml files or print their JSON Schema
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Time a build against a shell baseline on the same rootfs tarball
+    Bench(BenchArgs),
+    /// Developer tools
+    #[command(subcommand, hide = true)]
+    Dev(DevCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Board name (see `hc-image boards`)
+    #[arg(long, default_value = "qemu-arm64")]
+    pub board: String,
+    /// Cluster configuration baked onto the HCBOOT partition
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Image profile under images/
+    #[arg(long, default_value = "homecloud")]
+    pub image: String,
+    /// Root filesystem as a tarball (.tar, .tar.zst or .tar.xz)
+    #[arg(long, value_name = "ROOTFS.tar")]
+    pub rootfs: Option<PathBuf>,
+    /// Armbian disk image (.img or .img.xz) whose ext4 root is reused
+    #[arg(long, value_name = "ARMBIAN.img")]
+    pub base: Option<PathBuf>,
+    /// sha256 the --base file must have (else its .sha file beside it)
+    #[arg(long, value_name = "HEX")]
+    pub base_sha256: Option<String>,
+    /// Root filesystem size (default: content plus the profile's root_free)
+    #[arg(long, value_name = "SIZE")]
+    pub root_size: Option<Size>,
+    /// Output directory
+    #[arg(long, short = 'o', default_value = "out")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Disk image (.img)
+    pub image: PathBuf,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BoardsArgs {
+    #[command(subcommand)]
+    pub cmd: Option<BoardsCmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BoardsCmd {
+    /// List the boards (the default)
+    List,
+    /// Update a board's blob pins to the versions now on the mirror
+    Pin {
+        /// Board name
+        board: String,
+        /// Print the changes without writing the board file
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a homecloud.toml; exit 2 with the key and the fix if invalid
+    Check {
+        /// File to check
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of homecloud.toml
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Rootfs tarball (default: a generated ~1 GiB tree, cached in --out)
+    #[arg(long)]
+    pub rootfs: Option<PathBuf>,
+    /// Size of the generated tree in MiB
+    #[arg(long, default_value_t = 1024)]
+    pub size_mib: u64,
+    /// Work directory
+    #[arg(long, default_value = "out/bench")]
+    pub out: PathBuf,
+    /// Runs of each pipeline; the median is compared
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCmd {
+    /// Print the JSON Schema of board and image files
+    Schema,
+    /// Print the layout plan of a board as JSON
+    Plan {
+        /// Board name
+        board: String,
+        /// Root filesystem size
+        #[arg(long, default_value = "1GiB")]
+        root_size: Size,
+    },
+}
