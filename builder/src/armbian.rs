@@ -288,7 +288,7 @@ pub fn apply_extras(imp: &Imported, extras: &[Extra], work: &Path) -> Result<()>
         .filter(|l| {
             !l.starts_with("debugfs ")
                 && !l.trim().is_empty()
-                && !(l.starts_with("mkdir:") && l.contains("exists"))
+                && !(l.contains("mkdir") && l.contains("already exists"))
                 && !(l.starts_with("rm:") && l.contains("not found"))
         })
         .collect();

@@ -56,6 +56,20 @@ pub struct ImageDigest {
 /// Mapped-ness is decided by content, not by the file's allocation, so both
 /// outputs depend only on the image bytes (and on the zstd build).
 pub fn digest_and_compress(img: &Path, zst_out: &Path, bmap_out: &Path) -> Result<ImageDigest> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(1))
+        .unwrap_or(1);
+    digest_and_compress_with(img, zst_out, bmap_out, workers)
+}
+
+/// [`digest_and_compress`] with an explicit zstd worker count (>= 1; zstd's
+/// multithreaded output does not depend on it).
+fn digest_and_compress_with(
+    img: &Path,
+    zst_out: &Path,
+    bmap_out: &Path,
+    workers: u32,
+) -> Result<ImageDigest> {
     let file = File::open(img).with_context(|| format!("opening {}", img.display()))?;
     let size = file
         .metadata()
@@ -70,10 +84,7 @@ pub fn digest_and_compress(img: &Path, zst_out: &Path, bmap_out: &Path) -> Resul
         File::create(zst_out).with_context(|| format!("creating {}", zst_out.display()))?;
     let mut enc = zstd::stream::Encoder::new(HashWriter::new(zst_file), ZSTD_LEVEL)
         .with_context(|| format!("starting zstd for {}", zst_out.display()))?;
-    let workers = std::thread::available_parallelism()
-        .map(|n| u32::try_from(n.get()).unwrap_or(1))
-        .unwrap_or(1);
-    enc.multithread(workers)
+    enc.multithread(workers.max(1))
         .context("setting zstd worker count")?;
     enc.include_checksum(true)
         .context("enabling zstd checksum")?;
@@ -684,6 +695,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn zst_does_not_depend_on_worker_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let img = make_sparse_image(dir.path());
+        let outs: Vec<Vec<u8>> = [1u32, 3]
+            .iter()
+            .map(|&w| {
+                let zst = dir.path().join(format!("w{w}.zst"));
+                let bmap = dir.path().join(format!("w{w}.bmap"));
+                digest_and_compress_with(&img, &zst, &bmap, w).expect("digest_and_compress");
+                std::fs::read(zst).expect("read zst")
+            })
+            .collect();
+        assert!(outs[0] == outs[1], "zst differs between 1 and 3 workers");
+    }
+
     /// Where allocation equals non-zero content (MiB-aligned data, holes
     /// elsewhere), `bmaptool create` must produce exactly our bytes.
     #[test]
@@ -770,54 +797,5 @@ mod tests {
             sha256_file(&p).expect("hash"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-}
-#[cfg(test)]
-mod bench_tmp {
-    #[test]
-    #[ignore]
-    fn bench_env_image() {
-        let img = std::path::PathBuf::from(std::env::var("HC_BENCH_IMG").expect("HC_BENCH_IMG"));
-        let t = std::time::Instant::now();
-        let d = super::digest_and_compress(
-            &img,
-            std::path::Path::new("/tmp/hcbench/o.zst"),
-            std::path::Path::new("/tmp/hcbench/o.bmap"),
-        )
-        .expect("run");
-        eprintln!("BENCH {:?} {:?}", t.elapsed(), d);
-    }
-}
-#[cfg(test)]
-mod bench_tmp2 {
-    use sha2::Digest;
-    use std::io::Write;
-    #[test]
-    #[ignore]
-    fn bench_parts() {
-        let t = std::time::Instant::now();
-        let mut h = sha2::Sha256::new();
-        for _ in 0..768 {
-            h.update(&super::ZEROS[..]);
-        }
-        eprintln!("BENCH sha 3GiB zeros {:?} {:x}", t.elapsed(), h.finalize());
-        let t = std::time::Instant::now();
-        let mut n = 0;
-        for _ in 0..768 {
-            for b in super::ZEROS.chunks(4096) {
-                if b != &super::ZEROS[..4096] {
-                    n += 1;
-                }
-            }
-        }
-        eprintln!("BENCH zerochk {:?} {n}", t.elapsed());
-        let t = std::time::Instant::now();
-        let mut e = zstd::stream::Encoder::new(std::io::sink(), 3).expect("e");
-        e.multithread(2).expect("mt");
-        for _ in 0..768 {
-            e.write_all(&super::ZEROS[..]).expect("w");
-        }
-        e.finish().expect("f");
-        eprintln!("BENCH zstd zeros {:?}", t.elapsed());
     }
 }
