@@ -286,10 +286,11 @@ pub fn apply_extras(imp: &Imported, extras: &[Extra], work: &Path) -> Result<()>
     let bad: Vec<&str> = err
         .lines()
         .filter(|l| {
-            !l.starts_with("debugfs ")
-                && !l.trim().is_empty()
-                && !(l.contains("mkdir") && l.contains("already exists"))
-                && !(l.starts_with("rm:") && l.contains("not found"))
+            let expected = l.starts_with("debugfs ")
+                || l.trim().is_empty()
+                || (l.contains("mkdir") && l.contains("already exists"))
+                || (l.starts_with("rm:") && l.contains("not found"));
+            !expected
         })
         .collect();
     if !bad.is_empty() {

@@ -93,8 +93,8 @@ fn digest_and_compress_with(
     enc.set_pledged_src_size(Some(size))
         .context("setting zstd content size")?;
 
-    // The whole-image sha256 is serial and as costly as compressing, so it
-    // runs on its own thread; buffers cycle through a small pool.
+    // The whole-image sha256 is serial and costs about as much CPU as zstd
+    // on the holes, so it runs on its own thread; buffers cycle via a pool.
     let (piece_tx, piece_rx) = mpsc::sync_channel::<Piece>(POOL);
     let (pool_tx, pool_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..POOL {
