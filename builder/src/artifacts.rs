@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -291,7 +290,7 @@ impl<'a> Extents<'a> {
                 return Ok((start.max(pos), end));
             }
         }
-        let start = match lseek(self.file, pos, libc::SEEK_DATA) {
+        let start = match crate::sys::lseek(self.file, pos, libc::SEEK_DATA) {
             Ok(s) => s.min(self.size),
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => self.size,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -305,21 +304,10 @@ impl<'a> Extents<'a> {
             self.cached = Some((pos, self.size, self.size));
             return Ok((self.size, self.size));
         }
-        let end = lseek(self.file, start, libc::SEEK_HOLE)?.min(self.size);
+        let end = crate::sys::lseek(self.file, start, libc::SEEK_HOLE)?.min(self.size);
         self.cached = Some((pos, start, end));
         Ok((start, end))
     }
-}
-
-// std has no SEEK_DATA/SEEK_HOLE; this is the only unsafe in the module.
-#[allow(unsafe_code)]
-fn lseek(file: &File, pos: u64, whence: libc::c_int) -> io::Result<u64> {
-    let off =
-        libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: lseek takes no pointers; the fd stays open for the call since
-    // `file` is borrowed.
-    let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
-    u64::try_from(r).map_err(|_| io::Error::last_os_error())
 }
 
 /// One bmap `<Range>`: blocks `first..=last` and their sha256.

@@ -37,6 +37,15 @@ pub fn synthetic_rootfs(path: &Path, mib: u64) -> Result<()> {
     let mut dir = 0;
     let mut n = 0u64;
     let mut dirs_done = std::collections::BTreeSet::new();
+    for d in ["./", "usr/", "usr/share/"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_mtime(1_700_000_000);
+        h.set_size(0);
+        b.append_data(&mut h, d, std::io::empty())
+            .context("writing the synthetic tree")?;
+    }
     while written < target {
         if n % 400 == 0 {
             dir += 1;
@@ -155,6 +164,16 @@ fn baseline(tar: &Path, dir: &Path, boot: (u64, u64), root: (u64, u64), disk: u6
     Ok(())
 }
 
+/// Removes earlier outputs and flushes the page cache's dirty data.
+fn settle(dirs: &[&Path]) -> Result<()> {
+    for d in dirs {
+        if d.exists() {
+            std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+        }
+    }
+    sh(&mut Command::new("sync"))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -200,6 +219,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut base = Vec::new();
     let mut layout = None;
     for i in 0..a.runs.max(1) {
+        // Start each side with no dirty pages of the other's pending writeback.
+        settle(&[&opts.out, &a.out.join("baseline")])?;
         let t = Instant::now();
         let r = build(&opts)?;
         ours.push(t.elapsed().as_secs_f64());
@@ -214,6 +235,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let l = (part(0), part(1), m["disk"]["size"].as_u64().unwrap_or(0));
         layout = Some(l);
         let bdir = a.out.join("baseline");
+        std::fs::create_dir_all(&bdir).with_context(|| format!("creating {}", bdir.display()))?;
+        settle(&[&bdir])?;
         std::fs::create_dir_all(&bdir).with_context(|| format!("creating {}", bdir.display()))?;
         let t = Instant::now();
         baseline(&tar, &bdir, l.0, l.1, l.2)?;

@@ -58,6 +58,9 @@ impl Reporter {
         tracing::info!("running {name}");
         self.current = Some((name, Instant::now()));
     }
+    fn elapsed(&self) -> f64 {
+        self.current.map_or(0.0, |(_, t)| t.elapsed().as_secs_f64())
+    }
     fn finish(&mut self) {
         if let Some((name, t)) = self.current.take() {
             let s = t.elapsed().as_secs_f64();
@@ -105,6 +108,11 @@ pub fn source_date_epoch(profile: &ImageProfile) -> Result<u64> {
         }),
         _ => Ok(profile.source_date_epoch),
     }
+}
+
+enum BaseHash {
+    Done(String),
+    Pending(std::thread::JoinHandle<Result<String>>),
 }
 
 /// The root filesystem source.
@@ -161,28 +169,25 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     }
 
     rep.stage("base");
-    let (base, base_sha256) = match (&opts.rootfs, &opts.base) {
+    let (base, base_hash) = match (&opts.rootfs, &opts.base) {
         (Some(path), _) => {
-            // Hash on the second core while the scan decompresses on this one.
+            // mke2fs is single-threaded: hash the input on the other core meanwhile.
             let src = path.clone();
             let hasher = std::thread::spawn(move || artifacts::sha256_file(&src));
             let stats = scan_rootfs(path)?;
-            let sha = hasher
-                .join()
-                .map_err(|_| anyhow::anyhow!("hashing thread panicked"))??;
             (
                 Base::Rootfs {
                     path: path.clone(),
                     stats,
                 },
-                sha,
+                BaseHash::Pending(hasher),
             )
         }
         (None, Some(img)) => {
             let imp =
                 crate::armbian::import(img, opts.base_sha256.as_deref(), &board, work.path())?;
             let sha = imp.sha256.clone();
-            (Base::Armbian(imp), sha)
+            (Base::Armbian(imp), BaseHash::Done(sha))
         }
         (None, None) => return Err(unreachable_base()),
     };
@@ -277,12 +282,14 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         work.path(),
     )?;
     hfs::copy_into(&fat_file, &img, boot.region.start)?;
+    tracing::debug!("HCBOOT written at {:.1}s", rep.elapsed());
     let root = layout.part(PartRole::Root);
     let xattr_report = match &base {
         Base::Rootfs { path, stats } => {
             let params = Ext4Params {
                 image: &img_path,
-                region: root.region,
+                offset: root.region.start,
+                size: root.region.len(),
                 label: &profile.disk.root_label,
                 uuid: &layout.ids.root_uuid,
                 hash_seed: &layout.ids.root_hash_seed,
@@ -299,6 +306,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
                 Ok(())
             })?;
             let report = report.context("merge produced no report")?;
+            tracing::debug!("mke2fs done at {:.1}s", rep.elapsed());
             hfs::set_xattrs(&img_path, root.region.start, &report.xattrs, work.path())?;
             report.xattrs.len()
         }
@@ -323,6 +331,12 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
 
     rep.stage("artifacts");
     let digest = artifacts::digest_and_compress(&img_path, &zst_path, &bmap_path)?;
+    let base_sha256 = match base_hash {
+        BaseHash::Done(s) => s,
+        BaseHash::Pending(h) => h
+            .join()
+            .map_err(|_| anyhow::anyhow!("hashing thread panicked"))??,
+    };
 
     let manifest = manifest(&ManifestInputs {
         board: &board,
@@ -401,8 +415,13 @@ fn scan_rootfs(path: &Path) -> Result<TreeStats> {
             "pass an uncompressed, .zst or .xz tar of a root filesystem, complete (e.g. `mmdebstrap --variant=minbase trixie rootfs.tar`)",
         )
     };
-    let r = tarstream::open_tar(path)?;
-    tarstream::scan(r).map_err(|e| bad(format!("{e:#}")).into())
+    let scanned = if tarstream::is_compressed(path)? {
+        tarstream::scan(tarstream::open_tar(path)?)
+    } else {
+        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        tarstream::scan_file(f)
+    };
+    scanned.map_err(|e| bad(format!("{e:#}")).into())
 }
 
 fn extras_bytes(extras: &[Extra]) -> (u64, u64) {

@@ -12,7 +12,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::error::InputError;
 use crate::exec::{self, tools};
-use crate::plan::Region;
 use crate::size::{human, MIB};
 use crate::tarstream::TreeStats;
 
@@ -86,7 +85,9 @@ pub fn auto_root_size(stats: &TreeStats, free: u64) -> u64 {
 
 pub struct Ext4Params<'a> {
     pub image: &'a Path,
-    pub region: Region,
+    /// Byte offset of the partition inside `image`.
+    pub offset: u64,
+    pub size: u64,
     pub label: &'a str,
     pub uuid: &'a str,
     pub hash_seed: &'a str,
@@ -121,13 +122,13 @@ pub fn make_ext4(p: &Ext4Params, feed: impl FnOnce(&mut dyn Write) -> Result<()>
         .arg("-E")
         .arg(format!(
             "hash_seed={},offset={},nodiscard,root_owner=0:0",
-            p.hash_seed, p.region.start
+            p.hash_seed, p.offset
         ))
         .arg("-N")
         .arg(p.inodes.to_string())
         .args(["-d", "-"])
         .arg(p.image)
-        .arg(format!("{}k", p.region.len() / 1024))
+        .arg(format!("{}k", p.size / 1024))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -150,7 +151,7 @@ pub fn make_ext4(p: &Ext4Params, feed: impl FnOnce(&mut dyn Write) -> Result<()>
                 "disk.root_size",
                 format!(
                     "the root tree does not fit in a {} root filesystem ({})",
-                    human(p.region.len()),
+                    human(p.size),
                     stderr.trim().lines().last().unwrap_or("")
                 ),
                 "raise disk.root_size (or --root-size), or leave it unset to size it from the content",

@@ -21,4 +21,5 @@ pub mod probe;
 pub mod size;
 pub mod spec;
 pub mod stage;
+pub mod sys;
 pub mod tarstream;

@@ -7,7 +7,7 @@
 //! overlay replaces are dropped; overlay entries are appended after the base.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -16,7 +16,18 @@ use crate::error::InputError;
 
 const BLOCK: usize = 512;
 
-/// Opens a tarball, decompressing `.zst`, `.xz` and `.gz`-less plain tar by magic.
+/// True when the file starts with a zstd or xz magic.
+pub fn is_compressed(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 6];
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let n = f
+        .read(&mut magic)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(n >= 4 && magic[..4] == [0x28, 0xb5, 0x2f, 0xfd]
+        || n >= 6 && magic == [0xfd, b'7', b'z', b'X', b'Z', 0])
+}
+
+/// Opens a tarball, decompressing zstd and xz (recognized by magic).
 pub fn open_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
     let mut f = std::fs::File::open(path).map_err(|e| {
         InputError::new(
@@ -382,9 +393,40 @@ impl TreeStats {
     }
 }
 
+impl<R: Read + Seek> Scanner<R> {
+    /// Skips the current member's data by seeking; `len` is the file size,
+    /// since seeking past the end would hide a truncated archive.
+    pub fn seek_skip(&mut self, len: u64) -> Result<()> {
+        let pos = self
+            .r
+            .seek(SeekFrom::Current(self.pending_data as i64))
+            .context("seeking in the tar file")?;
+        if pos > len {
+            bail!("the tar stream is truncated inside a file's data");
+        }
+        self.bytes_read += self.pending_data;
+        self.pending_data = 0;
+        Ok(())
+    }
+}
+
 /// Scans a base tarball without writing anything: validates it and sizes it.
 pub fn scan(r: impl Read) -> Result<TreeStats> {
-    let mut s = Scanner::new(r);
+    scan_with(Scanner::new(r), |s| s.skip_data())
+}
+
+/// `scan` for an uncompressed tar file: file data is skipped by seeking.
+pub fn scan_file(f: std::fs::File) -> Result<TreeStats> {
+    let len = f.metadata().context("reading the tar file's size")?.len();
+    scan_with(Scanner::new(BufReader::with_capacity(64 << 10, f)), |s| {
+        s.seek_skip(len)
+    })
+}
+
+fn scan_with<R: Read>(
+    mut s: Scanner<R>,
+    mut skip: impl FnMut(&mut Scanner<R>) -> Result<()>,
+) -> Result<TreeStats> {
     let mut st = TreeStats::default();
     let mut dirs: HashMap<String, u64> = HashMap::new();
     while let Some(m) = s.next_member()? {
@@ -406,7 +448,7 @@ pub fn scan(r: impl Read) -> Result<TreeStats> {
         }
         let parent = m.path.rsplit_once('/').map_or("", |(p, _)| p).to_string();
         *dirs.entry(parent).or_default() += 1;
-        s.skip_data()?;
+        skip(&mut s)?;
     }
     if st.members == 0 {
         bail!("the archive has no entries");
@@ -714,6 +756,19 @@ mod tests {
             .map(|e| normalize(&e.expect("entry").path().expect("path").to_string_lossy()))
             .collect();
         assert_eq!(names, ["a", &format!("a/{}", "b".repeat(120)), &deep]);
+    }
+
+    #[test]
+    fn seek_scan_agrees_and_catches_truncation() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let t = sample();
+        let p = d.path().join("t.tar");
+        std::fs::write(&p, &t).expect("write");
+        let a = scan_file(std::fs::File::open(&p).expect("open")).expect("scan");
+        assert_eq!(a.members, scan(&t[..]).expect("scan").members);
+        // Cut inside the last file's data, after its header.
+        std::fs::write(&p, &t[..t.len() - 1024 - 300]).expect("write");
+        assert!(scan_file(std::fs::File::open(&p).expect("open")).is_err());
     }
 
     #[test]
