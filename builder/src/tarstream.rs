@@ -692,8 +692,10 @@ mod tests {
     #[test]
     fn scan_counts_and_normalizes() {
         let st = scan(&sample()[..]).expect("scan");
-        assert_eq!(st.members, 5);
-        assert_eq!(st.inodes, 4);
+        // 5 entries plus the parents the sample leaves out: usr, usr/bin, d.
+        assert_eq!(st.members, 8);
+        assert_eq!(st.inodes, 7);
+        assert!(st.dirs.contains("usr/bin") && st.dirs.contains("etc"));
     }
 
     #[test]
