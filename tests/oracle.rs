@@ -877,3 +877,79 @@ fn config_check_and_schema() {
     ok(&o);
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 4);
 }
+
+fn xz(data: &[u8]) -> Vec<u8> {
+    let mut enc = Command::new("xz")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("xz");
+    let mut stdin = enc.stdin.take().expect("stdin");
+    let data = data.to_vec();
+    let w = std::thread::spawn(move || stdin.write_all(&data));
+    let mut out = Vec::new();
+    enc.stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read");
+    w.join().expect("join").expect("write");
+    assert!(enc.wait().expect("wait").success());
+    out
+}
+
+#[test]
+fn boards_pin_updates_a_stale_pin() {
+    let f = fixture();
+    build_board("pine64-lts", &[]);
+    let deb_path = std::fs::read_dir(f.cache.join("debs"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("u-boot-sunxi_"))
+        .expect("cached sunxi deb");
+    let deb = std::fs::read(&deb_path).expect("read");
+    let deb_sha = hc_tests::sha256_hex(&deb);
+    let data = tempfile::tempdir().expect("tempdir");
+    for sub in ["boards", "images", "overlays", "examples"] {
+        run(Command::new("cp")
+            .arg("-r")
+            .arg(repo().join(sub))
+            .arg(data.path()))
+        .expect("cp");
+    }
+    let board = data.path().join("boards/pine64-lts.toml");
+    let current = std::fs::read_to_string(&board).expect("read");
+    let stale = current
+        .replace("2025.01-3+deb13u1", "2024.01+dfsg-1")
+        .replace(&deb_sha, &"1".repeat(64));
+    std::fs::write(&board, &stale).expect("write");
+    let index = format!(
+        "Package: u-boot-sunxi\nSource: u-boot\nVersion: 2025.01-3+deb13u1\nFilename: pool/main/u/u-boot/u-boot-sunxi_2025.01-3+deb13u1_arm64.deb\nSHA256: {deb_sha}\n\n"
+    );
+    let mirror = serve(BTreeMap::from([
+        (
+            "/dists/trixie/main/binary-arm64/Packages.xz".to_string(),
+            xz(index.as_bytes()),
+        ),
+        (
+            "/pool/main/u/u-boot/u-boot-sunxi_2025.01-3+deb13u1_arm64.deb".to_string(),
+            deb,
+        ),
+    ]));
+    let out = Command::new(bin())
+        .args(["boards", "pin", "pine64-lts"])
+        .env("HC_DATA_DIR", data.path())
+        .env("HC_DEBIAN_MIRROR", &mirror)
+        .output()
+        .expect("run");
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2024.01+dfsg-1 -> 2025.01-3+deb13u1"),
+        "{text}"
+    );
+    // The stale pin is replaced with exactly what the repository pins today.
+    assert_eq!(std::fs::read_to_string(&board).expect("read"), current);
+}

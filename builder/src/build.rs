@@ -46,16 +46,34 @@ pub struct BuildResult {
     pub timings: Vec<(&'static str, f64)>,
 }
 
-/// Prints one line per stage, and times it.
+/// One line per stage, timed; a spinner instead when stderr is a terminal.
 struct Reporter {
     timings: Vec<(&'static str, f64)>,
     current: Option<(&'static str, Instant)>,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Reporter {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        let bar = (std::io::stderr().is_terminal() && tracing::enabled!(tracing::Level::INFO))
+            .then(|| {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                b
+            });
+        Reporter {
+            timings: Vec::new(),
+            current: None,
+            bar,
+        }
+    }
     fn stage(&mut self, name: &'static str) {
         self.finish();
-        tracing::info!("running {name}");
+        match &self.bar {
+            Some(b) => b.set_message(format!("{name}...")),
+            None => tracing::info!("running {name}"),
+        }
         self.current = Some((name, Instant::now()));
     }
     fn elapsed(&self) -> f64 {
@@ -64,8 +82,19 @@ impl Reporter {
     fn finish(&mut self) {
         if let Some((name, t)) = self.current.take() {
             let s = t.elapsed().as_secs_f64();
-            tracing::info!("finished {name} in {s:.1}s");
+            match &self.bar {
+                Some(b) => b.println(format!("  {name:<12} {s:>6.1}s")),
+                None => tracing::info!("finished {name} in {s:.1}s"),
+            }
             self.timings.push((name, s));
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
         }
     }
 }
@@ -123,10 +152,7 @@ enum Base {
 
 pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let dirs = DataDirs::locate();
-    let mut rep = Reporter {
-        timings: Vec::new(),
-        current: None,
-    };
+    let mut rep = Reporter::new();
     rep.stage("inputs");
     let (board, board_path) = dirs.load_board(&opts.board)?;
     let board_file = format!("boards/{}.toml", board.name);
@@ -391,7 +417,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         bmap: bmap_final,
         manifest: manifest_final,
         sums: sums_final,
-        timings: rep.timings,
+        timings: std::mem::take(&mut rep.timings),
     })
 }
 

@@ -141,3 +141,38 @@ pub enum DevCmd {
         root_size: Size,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn walk(cmd: &mut clap::Command, path: String, out: &mut Vec<(String, String)>) {
+        out.push((path.clone(), cmd.render_long_help().to_string()));
+        for sub in cmd.get_subcommands_mut() {
+            let p = format!("{path} {}", sub.get_name());
+            walk(sub, p, out);
+        }
+    }
+
+    #[test]
+    fn every_help_fits_80_columns() {
+        let mut all = Vec::new();
+        walk(
+            &mut Cli::command().term_width(80),
+            "hc-image".into(),
+            &mut all,
+        );
+        assert!(all.len() > 8);
+        for (path, help) in all {
+            for line in help.lines() {
+                assert!(line.chars().count() <= 80, "{path}: {line:?}");
+            }
+        }
+    }
+}
