@@ -606,12 +606,6 @@ fn bad_input_exits_2_and_leaves_nothing() {
         &["trunc.tar", "truncated"],
     );
 
-    rejects(
-        &[],
-        &[],
-        &["--rootfs/--base", "package-built base is not implemented"],
-    );
-
     // A blob over the GPT entry array: pine64-lts with a GPT.
     let data = tempfile::tempdir().expect("tempdir");
     for sub in ["boards", "images", "overlays", "examples"] {
@@ -637,6 +631,16 @@ fn bad_input_exits_2_and_leaves_nothing() {
             "bytes 0..17408",
             "mbr",
         ],
+    );
+    // A profile without a package base needs --rootfs or --base.
+    let prof = data.path().join("images/homecloud.toml");
+    let text = std::fs::read_to_string(&prof).expect("read");
+    let cut = text.find("\n[base]").expect("profile has a [base] table");
+    std::fs::write(&prof, &text[..cut + 1]).expect("write");
+    rejects(
+        &[],
+        &[("HC_DATA_DIR", data.path())],
+        &["images/homecloud.toml: base:", "--rootfs", "--base"],
     );
 }
 

@@ -208,6 +208,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         base_sha256: None,
         out: a.out.join("ours"),
         root_size: None,
+        extra_overlays: Vec::new(),
+        refresh_base: false,
     };
     // Warm the page cache so neither side pays for the first read.
     std::io::copy(

@@ -34,6 +34,10 @@ pub struct BuildOpts {
     pub base_sha256: Option<String>,
     pub out: PathBuf,
     pub root_size: Option<Size>,
+    /// Overlays added after the profile's (e.g. `test-oracle` in QEMU tests).
+    pub extra_overlays: Vec<String>,
+    /// Rebuild the package base even when cached.
+    pub refresh_base: bool,
 }
 
 #[derive(Debug)]
@@ -169,16 +173,26 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         )
         .into());
     }
-    if opts.rootfs.is_none() && opts.base.is_none() {
-        return Err(InputError::new(
-            "command line",
-            "--rootfs/--base",
-            "no root filesystem given; the package-built base is not implemented yet",
-            "pass --rootfs ROOTFS.tar[.zst|.xz] (e.g. made with mmdebstrap) or --base Armbian_*.img[.xz]",
-        )
-        .into());
-    }
     exec::check_host_tools()?;
+    let mut packages: Option<crate::base::CachedBase> = None;
+    let rootfs = match (&opts.rootfs, &opts.base, &profile.base) {
+        (None, None, None) => {
+            return Err(InputError::new(
+                format!("images/{}.toml", profile.name),
+                "base",
+                "no [base] package set and no --rootfs or --base given",
+                "add a [base] table, or pass --rootfs ROOTFS.tar[.zst|.xz] or --base Armbian_*.img[.xz]",
+            )
+            .into())
+        }
+        (None, None, Some(spec)) => {
+            let b = crate::base::ensure(spec, board.arch, &profile.name, opts.refresh_base)?;
+            let p = b.tarball.clone();
+            packages = Some(b);
+            Some(p)
+        }
+        (r, _, _) => r.clone(),
+    };
     let sde = source_date_epoch(&profile)?;
 
     std::fs::create_dir_all(&opts.out)
@@ -195,7 +209,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     }
 
     rep.stage("base");
-    let (base, base_hash) = match (&opts.rootfs, &opts.base) {
+    let (base, base_hash) = match (&rootfs, &opts.base) {
         (Some(path), _) => {
             // mke2fs is single-threaded: hash the input on the other core meanwhile.
             let src = path.clone();
@@ -218,8 +232,44 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         (None, None) => return Err(unreachable_base()),
     };
 
+    let ids = plan::stable_ids(
+        format!("{}\0{}\0{}", board.name, profile.name, config.cluster.name).as_bytes(),
+    );
+    let ids = match &base {
+        // Armbian's fstab and armbianEnv.txt name the root by UUID: keep it.
+        Base::Armbian(imp) => plan::StableIds {
+            root_uuid: imp.uuid.clone(),
+            ..ids
+        },
+        Base::Rootfs { .. } => ids,
+    };
     rep.stage("stage");
-    let mut extras = stage::overlay_extras(&profile, &dirs.overlays())?;
+    let mut overlay_profile = profile.clone();
+    for o in &opts.extra_overlays {
+        if o.contains('/') || !dirs.overlays().join(o).is_dir() {
+            return Err(InputError::new(
+                "command line",
+                "--extra-overlay",
+                format!("no overlay directory overlays/{o}"),
+                "name a directory under overlays/",
+            )
+            .into());
+        }
+        overlay_profile.overlays.push(o.clone());
+    }
+    let mut extras = stage::overlay_extras(&overlay_profile, &dirs.overlays())?;
+    if let Base::Rootfs { stats, .. } = &base {
+        for e in stage::boot_extras(
+            &board,
+            &stats.kernels,
+            &stats.initrds,
+            &ids.root_uuid,
+            &profile.disk.root_label,
+        ) {
+            extras.retain(|x| x.path != e.path);
+            extras.push(e);
+        }
+    }
     let build_json = serde_json::to_vec_pretty(&json!({
         "board": board.name,
         "image": profile.name,
@@ -245,17 +295,6 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let root_size = match &base {
         Base::Rootfs { stats, .. } => root_size_for(stats, &extras, &profile, opts, &profile_file)?,
         Base::Armbian(imp) => imp.fs_size,
-    };
-    let ids = plan::stable_ids(
-        format!("{}\0{}\0{}", board.name, profile.name, config.cluster.name).as_bytes(),
-    );
-    let ids = match &base {
-        // Armbian's fstab and armbianEnv.txt name the root by UUID: keep it.
-        Base::Armbian(imp) => plan::StableIds {
-            root_uuid: imp.uuid.clone(),
-            ..ids
-        },
-        Base::Rootfs { .. } => ids,
     };
     let layout = plan::plan(&board, &board_file, root_size, ids)?;
 
@@ -297,6 +336,9 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     if board.disk.boot_is_esp {
         fat_entries.push(FatEntry::Dir("EFI".into()));
         fat_entries.push(FatEntry::Dir("EFI/BOOT".into()));
+        if let Base::Rootfs { stats, .. } = &base {
+            fat_entries.extend(stage::esp_entries(&board, stats, &layout.ids.root_uuid));
+        }
     }
     hfs::make_fat(
         &fat_file,
@@ -378,6 +420,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         digest: &digest,
         names: (&img_final, &zst_final, &bmap_final),
         extra_xattrs: xattr_report,
+        packages: packages.as_ref(),
     })?;
     write_synced(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
     let fname = |p: &Path| {
@@ -541,6 +584,7 @@ struct ManifestInputs<'a> {
     digest: &'a artifacts::ImageDigest,
     names: (&'a Path, &'a Path, &'a Path),
     extra_xattrs: usize,
+    packages: Option<&'a crate::base::CachedBase>,
 }
 
 fn file_name(p: &Path) -> String {
@@ -552,6 +596,23 @@ fn file_name(p: &Path) -> String {
 fn manifest(m: &ManifestInputs) -> Result<serde_json::Value> {
     let sha = |p: &Path| artifacts::sha256_file(p);
     let base = match m.base {
+        Base::Rootfs { path, stats } if m.packages.is_some() => {
+            let p = m.packages.context("packages")?;
+            let list: serde_json::Map<String, serde_json::Value> = p
+                .packages
+                .iter()
+                .map(|(n, v)| (n.clone(), json!(v)))
+                .collect();
+            json!({
+                "kind": "packages",
+                "file": file_name(path),
+                "sha256": m.base_sha256,
+                "recipe": crate::base::recipe(m.profile.base.as_ref().context("base")?, m.board.arch),
+                "cache_key": p.key,
+                "members": stats.members,
+                "packages": list,
+            })
+        }
         Base::Rootfs { path, stats } => json!({
             "kind": "rootfs",
             "file": file_name(path),

@@ -39,6 +39,9 @@ pub enum Cmd {
     Config(ConfigCmd),
     /// Time a build against a shell baseline on the same rootfs tarball
     Bench(BenchArgs),
+    /// Boot an image under QEMU with the serial console on this terminal
+    #[command(subcommand)]
+    Qemu(QemuCmd),
     /// Developer tools
     #[command(subcommand, hide = true)]
     Dev(DevCmd),
@@ -70,6 +73,12 @@ pub struct BuildArgs {
     /// Output directory
     #[arg(long, short = 'o', default_value = "out")]
     pub out: PathBuf,
+    /// Add an overlay from overlays/ after the profile's (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub extra_overlay: Vec<String>,
+    /// Rebuild the package base even if a cached one matches
+    #[arg(long)]
+    pub refresh_base: bool,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +135,27 @@ pub struct BenchArgs {
     /// Runs of each pipeline; the median is compared
     #[arg(long, default_value_t = 1)]
     pub runs: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QemuCmd {
+    /// Boot a copy of IMAGE (grown to --disk-size); the image is not changed
+    Run {
+        /// Disk image (.img) of board qemu-arm64 or amd64
+        image: PathBuf,
+        /// Board (default: from manifest.json beside the image)
+        #[arg(long)]
+        board: Option<String>,
+        /// Size of the disk the guest sees
+        #[arg(long, default_value = "8GiB")]
+        disk_size: Size,
+        /// Guest memory in MiB
+        #[arg(long, default_value_t = 2048)]
+        memory: u32,
+        /// MAC of the guest NIC (homecloud.toml names nodes by MAC)
+        #[arg(long, default_value = "52:54:00:12:34:01")]
+        mac: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

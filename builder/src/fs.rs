@@ -361,6 +361,9 @@ mod tests {
             block_bytes: 900 * MIB,
             largest_dir: 100,
             dirs: Default::default(),
+            kernels: Default::default(),
+            initrds: Default::default(),
+            boot_files: Default::default(),
         };
         let s = auto_root_size(&st, 256 * MIB);
         assert_eq!(s % MIB, 0);

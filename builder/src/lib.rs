@@ -7,6 +7,7 @@
 
 pub mod armbian;
 pub mod artifacts;
+pub mod base;
 pub mod bench;
 pub mod blobs;
 pub mod build;

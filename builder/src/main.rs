@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use hc_image::cli::{BoardsCmd, Cli, Cmd, ConfigCmd, DevCmd};
+use hc_image::cli::{BoardsCmd, Cli, Cmd, ConfigCmd, DevCmd, QemuCmd};
 use hc_image::{bench, blobs, build, error, inspect, plan, spec};
 
 fn main() -> ExitCode {
@@ -58,6 +58,8 @@ fn run(cli: Cli) -> Result<()> {
                 base_sha256: a.base_sha256,
                 out: a.out,
                 root_size: a.root_size,
+                extra_overlays: a.extra_overlay,
+                refresh_base: a.refresh_base,
             };
             let r = build::build(&opts)?;
             for p in [&r.image, &r.zst, &r.bmap, &r.sums, &r.manifest] {
@@ -122,6 +124,61 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Cmd::Bench(a)) => bench::run(&a),
+        Some(Cmd::Qemu(QemuCmd::Run {
+            image,
+            board,
+            disk_size,
+            memory,
+            mac,
+        })) => {
+            let board = match board {
+                Some(b) => b,
+                None => {
+                    let m = image.parent().map(|d| d.join("manifest.json"));
+                    let v: serde_json::Value = m
+                        .and_then(|m| std::fs::read(m).ok())
+                        .and_then(|t| serde_json::from_slice(&t).ok())
+                        .unwrap_or_default();
+                    v["board"]["name"]
+                        .as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            error::InputError::new(
+                                image.display().to_string(),
+                                "--board",
+                                "no manifest.json beside the image names its board",
+                                "pass --board qemu-arm64 or --board amd64",
+                            )
+                        })?
+                }
+            };
+            let work = tempfile::tempdir().context("creating a work directory")?;
+            let opts = hc_qemu::GuestOpts {
+                machine: hc_qemu::Machine::for_board(&board).map_err(|e| {
+                    error::InputError::new(
+                        "command line",
+                        "--board",
+                        format!("{e:#}"),
+                        "use qemu-arm64 or amd64",
+                    )
+                })?,
+                image: image.clone(),
+                workdir: work.path().to_path_buf(),
+                disk_size: disk_size.bytes(),
+                memory_mib: memory,
+                cpus: 2,
+                mac,
+                reuse_disk: false,
+            };
+            let disk = work.path().join("disk.img");
+            hc_qemu::sparse_copy(&image, &disk, disk_size.bytes())?;
+            let st = hc_qemu::Guest::command(&opts, &disk)?
+                .args(["-serial", "mon:stdio"])
+                .status()
+                .context("starting QEMU")?;
+            anyhow::ensure!(st.success(), "QEMU exited with {st}");
+            Ok(())
+        }
         Some(Cmd::Dev(DevCmd::Schema)) => {
             let s = serde_json::json!({
                 "board": schemars::schema_for!(spec::BoardSpec),

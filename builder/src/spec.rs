@@ -161,6 +161,53 @@ pub struct ImageProfile {
     pub files: Vec<FileAttr>,
     /// Fixed build timestamp (seconds); `SOURCE_DATE_EPOCH` overrides it.
     pub source_date_epoch: u64,
+    /// The package-built base used when neither --rootfs nor --base is given.
+    pub base: Option<BaseSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BaseSpec {
+    /// Debian suite, e.g. `trixie`.
+    #[serde(default = "default_suite")]
+    pub suite: String,
+    /// Apt mirror; Armbian's repository can be added as a second source in `mirror`.
+    #[serde(default = "default_mirror")]
+    pub mirror: String,
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// mmdebstrap variant (`minbase`, `important`, ...).
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    /// Packages for every architecture.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// dpkg path-exclude globs (man pages, docs, locales).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Extra packages per Debian architecture (`arm64`, `amd64`).
+    #[serde(default)]
+    pub arch: std::collections::BTreeMap<String, ArchPackages>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchPackages {
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+fn default_suite() -> String {
+    "trixie".into()
+}
+fn default_mirror() -> String {
+    crate::blobs::DEFAULT_MIRROR.into()
+}
+fn default_components() -> Vec<String> {
+    vec!["main".into()]
+}
+fn default_variant() -> String {
+    "minbase".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -141,6 +141,158 @@ pub fn missing_parents(extras: &[Extra], present: &dyn Fn(&str) -> bool) -> Vec<
     out
 }
 
+/// Where the HCBOOT partition is mounted on the device.
+pub fn hcboot_mountpoint(board: &crate::spec::BoardSpec) -> &'static str {
+    if board.disk.boot_is_esp {
+        "/boot/efi"
+    } else {
+        "/boot/hcboot"
+    }
+}
+
+/// Boot configuration for the newest kernel in the base: `extlinux.conf`
+/// for U-Boot boards, `/etc/default/u-boot` so Debian's u-boot-update writes
+/// the same on kernel upgrades, and `/etc/fstab`. Empty when the base has no
+/// kernel (a tarball given with --rootfs may not).
+pub fn boot_extras(
+    board: &crate::spec::BoardSpec,
+    kernels: &std::collections::BTreeSet<String>,
+    initrds: &std::collections::BTreeSet<String>,
+    root_uuid: &str,
+    root_label: &str,
+) -> Vec<Extra> {
+    use crate::spec::BootMethod;
+    let uuid = root_uuid.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mnt = hcboot_mountpoint(board);
+    let fstab = format!(
+        "# Written by hc-image.\nUUID={uuid} / ext4 defaults,errors=remount-ro 0 1\nLABEL=HCBOOT {mnt} vfat defaults,nofail,umask=0077 0 2\n"
+    );
+    add_file(&mut out, "etc/fstab", fstab.into_bytes(), 0o644);
+    out.push(Extra {
+        path: mnt.trim_start_matches('/').to_string(),
+        kind: ExtraKind::Dir,
+        mode: 0o700,
+        uid: 0,
+        gid: 0,
+    });
+    let Some(ver) = kernels.iter().next_back() else {
+        return out;
+    };
+    let mut args = vec![
+        "rootwait".to_string(),
+        format!("console={}", board.boot.console),
+    ];
+    args.extend(
+        board
+            .boot
+            .kernel_args
+            .iter()
+            .filter(|a| *a != "rootwait")
+            .cloned(),
+    );
+    let args = args.join(" ");
+    if board.boot.method == BootMethod::Extlinux {
+        let fdt = board
+            .boot
+            .dtb
+            .as_ref()
+            .map(|d| format!("\tfdt /usr/lib/linux-image-{ver}/{d}\n"))
+            .unwrap_or_default();
+        let initrd = if initrds.contains(ver) {
+            format!("\tinitrd /boot/initrd.img-{ver}\n")
+        } else {
+            String::new()
+        };
+        let conf = format!(
+            "# Written by hc-image for board {board}; Debian's u-boot-update\n\
+             # rewrites it on kernel upgrades from /etc/default/u-boot.\n\
+             default l0\nmenu title hc-image ({label})\nprompt 0\ntimeout 10\n\n\
+             label l0\n\tmenu label Debian GNU/Linux, kernel {ver}\n\
+             \tlinux /boot/vmlinuz-{ver}\n{initrd}{fdt}\tappend root=UUID={uuid} ro {args}\n",
+            board = board.name,
+            label = root_label,
+        );
+        add_file(
+            &mut out,
+            "boot/extlinux/extlinux.conf",
+            conf.into_bytes(),
+            0o644,
+        );
+        let fdt_line = board
+            .boot
+            .dtb
+            .as_ref()
+            .map(|d| format!("U_BOOT_FDT=\"{d}\"\nU_BOOT_FDT_DIR=\"/usr/lib/linux-image-\"\n"))
+            .unwrap_or_default();
+        let defaults = format!(
+            "# Written by hc-image: keeps u-boot-update's extlinux.conf bootable.\n\
+             U_BOOT_UPDATE=\"true\"\nU_BOOT_PROMPT=\"0\"\nU_BOOT_TIMEOUT=\"10\"\n\
+             U_BOOT_ROOT=\"root=UUID={uuid}\"\nU_BOOT_PARAMETERS=\"ro {args}\"\n{fdt_line}"
+        );
+        add_file(&mut out, "etc/default/u-boot", defaults.into_bytes(), 0o644);
+    }
+    out
+}
+
+/// ESP contents for UEFI boards: systemd-boot as the removable-media loader
+/// and one boot entry for the newest kernel, which is copied onto the ESP.
+pub fn esp_entries(
+    board: &crate::spec::BoardSpec,
+    stats: &crate::tarstream::TreeStats,
+    root_uuid: &str,
+) -> Vec<crate::fs::FatEntry> {
+    use crate::fs::FatEntry;
+    let mut out = Vec::new();
+    let loader = stats
+        .boot_files
+        .get("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    let Some(ver) = stats.kernels.iter().next_back() else {
+        return out;
+    };
+    let (Some(loader), Some(kernel)) =
+        (loader, stats.boot_files.get(&format!("boot/vmlinuz-{ver}")))
+    else {
+        return out;
+    };
+    out.push(FatEntry::File(
+        "EFI/BOOT/BOOTX64.EFI".into(),
+        loader.clone(),
+    ));
+    out.push(FatEntry::Dir("loader".into()));
+    out.push(FatEntry::Dir("loader/entries".into()));
+    out.push(FatEntry::File(
+        "loader/loader.conf".into(),
+        b"default hc.conf\ntimeout 0\n".to_vec(),
+    ));
+    out.push(FatEntry::File(format!("vmlinuz-{ver}"), kernel.clone()));
+    let mut entry = format!("title Debian GNU/Linux (hc-image)\nlinux /vmlinuz-{ver}\n");
+    if let Some(initrd) = stats.boot_files.get(&format!("boot/initrd.img-{ver}")) {
+        out.push(FatEntry::File(format!("initrd.img-{ver}"), initrd.clone()));
+        entry.push_str(&format!("initrd /initrd.img-{ver}\n"));
+    }
+    let mut args = vec![
+        format!("root=UUID={}", root_uuid.to_ascii_lowercase()),
+        "ro".into(),
+        "rootwait".into(),
+        format!("console={}", board.boot.console),
+    ];
+    args.extend(
+        board
+            .boot
+            .kernel_args
+            .iter()
+            .filter(|a| *a != "rootwait")
+            .cloned(),
+    );
+    entry.push_str(&format!("options {}\n", args.join(" ")));
+    out.push(FatEntry::File(
+        "loader/entries/hc.conf".into(),
+        entry.into_bytes(),
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +326,7 @@ mod tests {
                 },
             ],
             source_date_epoch: 0,
+            base: None,
         };
         let ex = overlay_extras(&p, d.path()).expect("walk");
         let paths: Vec<&str> = ex.iter().map(|e| e.path.as_str()).collect();

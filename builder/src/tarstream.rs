@@ -376,6 +376,19 @@ pub struct TreeStats {
     pub largest_dir: u64,
     /// Every directory path in the tree.
     pub dirs: HashSet<String>,
+    /// Kernel versions with a `boot/vmlinuz-VERSION` in the tree.
+    pub kernels: std::collections::BTreeSet<String>,
+    /// `boot/initrd.img-VERSION` files.
+    pub initrds: std::collections::BTreeSet<String>,
+    /// Contents of the boot files an ESP needs (kernels, initrds, EFI loaders).
+    pub boot_files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Files the builder may copy onto an EFI system partition.
+pub fn is_boot_file(path: &str) -> bool {
+    path.starts_with("boot/vmlinuz-")
+        || path.starts_with("boot/initrd.img-")
+        || path.starts_with("usr/lib/systemd/boot/efi/")
 }
 
 impl TreeStats {
@@ -438,6 +451,12 @@ fn scan_with<R: Read>(
         if m.typeflag == b'5' {
             st.dirs.insert(m.path.clone());
         }
+        if let Some(v) = m.path.strip_prefix("boot/vmlinuz-") {
+            st.kernels.insert(v.to_string());
+        }
+        if let Some(v) = m.path.strip_prefix("boot/initrd.img-") {
+            st.initrds.insert(v.to_string());
+        }
         let mut p = m.path.as_str();
         while let Some((parent, _)) = p.rsplit_once('/') {
             if !st.dirs.insert(parent.to_string()) {
@@ -448,7 +467,14 @@ fn scan_with<R: Read>(
         }
         let parent = m.path.rsplit_once('/').map_or("", |(p, _)| p).to_string();
         *dirs.entry(parent).or_default() += 1;
-        skip(&mut s)?;
+        if matches!(m.typeflag, b'0' | 0) && is_boot_file(&m.path) {
+            let mut data = Vec::new();
+            s.copy_data(&mut data)?;
+            data.truncate(m.data_len as usize);
+            st.boot_files.insert(m.path.clone(), data);
+        } else {
+            skip(&mut s)?;
+        }
     }
     if st.members == 0 {
         bail!("the archive has no entries");
