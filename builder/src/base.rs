@@ -120,7 +120,7 @@ fn build(
         );
     }
     let partial = crate::build::partial(tarball);
-    let partial_tar = partial.with_extension("partial.tar.zst");
+    let partial_tar = tarball.with_extension("partial.tar");
     let list_partial = crate::build::partial(list);
     let pkgs: Vec<String> = recipe["packages"]
         .as_array()

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-//! hc-firstboot: code shared by the image builder (build host) and the
-//! first-boot agent (device). For now this is the `homecloud.toml` model; the
-//! on-device steps arrive with the bootable-image work.
+//! hc-firstboot: the first-boot agent (device) and the `homecloud.toml`
+//! model it shares with the image builder (build host).
 
+pub mod agent;
 pub mod config;
+pub mod grow;
+pub mod identity;
+pub mod state;

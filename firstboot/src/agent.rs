@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The first-boot agent (device): steps in fixed order, each observe /
+//! apply / verify, progress in the state file, a stamp when all are done.
+//! Everything goes through `Ctx.root` and a `Runner`, so tests run the real
+//! logic against a temporary root and a fake runner.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::config::HomecloudConfig;
+use crate::state::{now, State, Status};
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// Stable journald MESSAGE_IDs: `journalctl MESSAGE_ID=...` works fleet-wide.
+pub mod ids {
+    pub const RUN_STARTED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a01";
+    pub const STEP_DONE: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a02";
+    pub const STEP_ALREADY_DONE: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a03";
+    pub const STEP_FAILED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a04";
+    pub const CONFIG_INVALID: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a05";
+    pub const CONVERGED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a06";
+}
+
+/// Runs external programs; tests substitute a recording fake.
+pub trait Runner {
+    fn run(&self, argv: &[&str]) -> Result<String>;
+}
+
+pub struct RealRunner;
+
+impl Runner for RealRunner {
+    fn run(&self, argv: &[&str]) -> Result<String> {
+        let (prog, args) = argv.split_first().ok_or("empty command")?;
+        let out = Command::new(prog)
+            .args(args)
+            .output()
+            .map_err(|e| format!("starting {prog}: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: String = err
+                .chars()
+                .rev()
+                .take(512)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(format!(
+                "{} failed ({}): {}",
+                argv.join(" "),
+                out.status,
+                tail.trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Sends one structured entry to journald, and the message to stderr.
+pub fn journal(message_id: &str, priority: u8, msg: &str, fields: &[(&str, &str)]) {
+    eprintln!("{msg}");
+    let mut payload = format!(
+        "MESSAGE_ID={message_id}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=hc-firstboot\nMESSAGE={}\n",
+        msg.replace('\n', " ")
+    );
+    for (k, v) in fields {
+        payload.push_str(&format!("{k}={}\n", v.replace('\n', " ")));
+    }
+    if let Ok(s) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = s.send_to(payload.as_bytes(), "/run/systemd/journal/socket");
+    }
+}
+
+pub struct Ctx<'a> {
+    pub root: PathBuf,
+    pub runner: &'a dyn Runner,
+    pub config: HomecloudConfig,
+}
+
+impl Ctx<'_> {
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.root.join(p.trim_start_matches('/'))
+    }
+}
+
+/// Exits the process at a named point when `HC_FAILPOINT` names it, so tests
+/// can cut power exactly after a side effect.
+pub fn failpoint(name: &str) {
+    if std::env::var("HC_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: exiting");
+        std::process::exit(99);
+    }
+}
+
+pub enum Observed {
+    Done(BTreeMap<String, String>),
+    Pending,
+}
+
+pub trait Step {
+    fn name(&self) -> &'static str;
+    fn observe(&self, cx: &Ctx) -> Result<Observed>;
+    fn apply(&self, cx: &Ctx) -> Result<()>;
+}
+
+/// Where HCBOOT is mounted, by board kind.
+pub const CONFIG_PATHS: &[&str] = &["/boot/hcboot/homecloud.toml", "/boot/efi/homecloud.toml"];
+
+pub fn load_config(root: &Path) -> Result<HomecloudConfig> {
+    for p in CONFIG_PATHS {
+        let full = root.join(p.trim_start_matches('/'));
+        if full.is_file() {
+            let text = std::fs::read_to_string(&full)
+                .map_err(|e| format!("{p}: (file): cannot read it: {e}"))?;
+            // Files edited on Windows carry CRLF line ends.
+            return HomecloudConfig::parse(
+                &text.replace("\r\n", "\n"),
+                &format!("HCBOOT{}", &p[p.rfind('/').unwrap_or(0)..]),
+            )
+            .map_err(|e| e.to_string());
+        }
+    }
+    Err(format!(
+        "no homecloud.toml on the HCBOOT partition (looked at {})",
+        CONFIG_PATHS.join(", ")
+    ))
+}
+
+/// One pass over the steps. Returns Ok(true) when every step is done.
+pub fn run(root: &Path, runner: &dyn Runner, steps: &[&dyn Step]) -> Result<bool> {
+    let mut state = State::load(root).map_err(|e| format!("reading state: {e}"))?;
+    state.runs += 1;
+    journal(
+        ids::RUN_STARTED,
+        6,
+        &format!("hc-firstboot run {} started", state.runs),
+        &[],
+    );
+    let config = match load_config(root) {
+        Ok(c) => {
+            state.blocked = None;
+            c
+        }
+        Err(e) => {
+            journal(
+                ids::CONFIG_INVALID,
+                3,
+                &format!("homecloud.toml is not usable, nothing changed: {e}"),
+                &[("HC_ERROR", &e)],
+            );
+            state.blocked = Some(e.clone());
+            state
+                .save(root)
+                .map_err(|e| format!("writing state: {e}"))?;
+            return Err(e);
+        }
+    };
+    state
+        .save(root)
+        .map_err(|e| format!("writing state: {e}"))?;
+    let cx = Ctx {
+        root: root.to_path_buf(),
+        runner,
+        config,
+    };
+    for step in steps {
+        let name = step.name();
+        match step.observe(&cx)? {
+            Observed::Done(facts) if state.step(name).status == Status::Done => {
+                journal(
+                    ids::STEP_ALREADY_DONE,
+                    6,
+                    &format!("step {name}: already done"),
+                    &[("HC_STEP", name)],
+                );
+                state.step(name).facts = facts;
+                continue;
+            }
+            Observed::Done(facts) => {
+                let r = state.step(name);
+                r.status = Status::Done;
+                r.finished_at = Some(now());
+                r.facts = facts;
+                state
+                    .save(root)
+                    .map_err(|e| format!("writing state: {e}"))?;
+                journal(
+                    ids::STEP_DONE,
+                    6,
+                    &format!("step {name}: done"),
+                    &[("HC_STEP", name)],
+                );
+                continue;
+            }
+            Observed::Pending => {}
+        }
+        // Record the attempt before any side effect.
+        {
+            let r = state.step(name);
+            r.status = Status::Started;
+            r.attempts += 1;
+        }
+        state
+            .save(root)
+            .map_err(|e| format!("writing state: {e}"))?;
+        let result = step.apply(&cx).and_then(|()| match step.observe(&cx)? {
+            Observed::Done(facts) => Ok(facts),
+            Observed::Pending => Err(format!(
+                "step {name}: applied but its postcondition does not hold"
+            )),
+        });
+        match result {
+            Ok(facts) => {
+                let r = state.step(name);
+                r.status = Status::Done;
+                r.last_error = None;
+                r.finished_at = Some(now());
+                r.facts = facts;
+                state
+                    .save(root)
+                    .map_err(|e| format!("writing state: {e}"))?;
+                journal(
+                    ids::STEP_DONE,
+                    6,
+                    &format!("step {name}: done"),
+                    &[("HC_STEP", name)],
+                );
+            }
+            Err(e) => {
+                let r = state.step(name);
+                r.status = Status::Failed;
+                r.last_error = Some(e.clone());
+                state
+                    .save(root)
+                    .map_err(|e| format!("writing state: {e}"))?;
+                journal(
+                    ids::STEP_FAILED,
+                    3,
+                    &format!("step {name} failed: {e}"),
+                    &[("HC_STEP", name), ("HC_ERROR", &e)],
+                );
+                return Err(e);
+            }
+        }
+    }
+    let stamp = root.join("var/lib/hc-firstboot/done");
+    std::fs::write(&stamp, format!("{}\n", now()))
+        .map_err(|e| format!("writing {}: {e}", stamp.display()))?;
+    journal(ids::CONVERGED, 5, "hc-firstboot: node converged", &[]);
+    Ok(true)
+}
+
+/// `hc status`: what the agent did and what blocks it.
+pub fn status(root: &Path) -> String {
+    let mut out = String::new();
+    let state = match State::load(root) {
+        Ok(s) => s,
+        Err(e) => return format!("state unreadable: {e}\n"),
+    };
+    let done = root.join("var/lib/hc-firstboot/done").is_file();
+    out.push_str(&format!(
+        "first boot: {} (agent runs: {})\n",
+        if done {
+            "converged"
+        } else if state.blocked.is_some() {
+            "blocked"
+        } else {
+            "in progress"
+        },
+        state.runs
+    ));
+    if let Some(b) = &state.blocked {
+        out.push_str(&format!("blocked: {b}\n"));
+    }
+    for (name, r) in &state.steps {
+        out.push_str(
+            &format!("step {name}: {:?} (attempts {})\n", r.status, r.attempts).to_lowercase(),
+        );
+        if let Some(e) = &r.last_error {
+            out.push_str(&format!("  last error: {e}\n"));
+        }
+        for (k, v) in &r.facts {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The identity step (device, first boot): hostname from homecloud.toml by
+//! the LAN interface's MAC (else derived from the MAC), SSH host keys made
+//! here, and the root partition and filesystem grown to the disk's end. The
+//! machine-id is systemd's: the image ships it uninitialized.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use crate::agent::{failpoint, Ctx, Observed, Result, Step};
+use crate::config::normalize_mac;
+use crate::grow;
+
+pub struct Identity;
+
+fn read(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The LAN interface: the default route's, else the first physical NIC.
+pub fn lan_interface(cx: &Ctx) -> Result<(String, String)> {
+    let by_route = read(&cx.path("/proc/net/route")).and_then(|t| {
+        t.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[1] == "00000000").then(|| f[0].to_string())
+        })
+    });
+    let mut names: Vec<String> = std::fs::read_dir(cx.path("/sys/class/net"))
+        .map_err(|e| format!("listing network interfaces: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| {
+            !["lo", "docker", "veth", "br-", "virbr", "tap", "tun"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    names.sort();
+    let pick = by_route.into_iter().chain(names).find(|n| {
+        read(&cx.path(&format!("/sys/class/net/{n}/address")))
+            .and_then(|m| normalize_mac(&m))
+            .is_some_and(|m| m != "00:00:00:00:00:00")
+    });
+    let name = pick.ok_or("no network interface with a MAC address")?;
+    let mac = read(&cx.path(&format!("/sys/class/net/{name}/address")))
+        .and_then(|m| normalize_mac(&m))
+        .ok_or("unreadable MAC")?;
+    Ok((name, mac))
+}
+
+pub fn desired_hostname(cx: &Ctx, mac: &str) -> String {
+    match cx.config.node_by_mac(mac) {
+        Some(n) => n.name.clone(),
+        None => format!("hc-{}", mac[9..].replace(':', "")),
+    }
+}
+
+struct RootDev {
+    part_dev: String,
+    disk_dev: String,
+    part: u32,
+    disk_size: u64,
+}
+
+fn root_device(cx: &Ctx) -> Result<RootDev> {
+    let mi = read(&cx.path("/proc/self/mountinfo")).ok_or("cannot read mountinfo")?;
+    let source = mi
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (pre.split_whitespace().nth(4)? == "/")
+                .then(|| post.split_whitespace().nth(1).map(str::to_string))?
+        })
+        .ok_or("no root mount in mountinfo")?;
+    let name = source.trim_start_matches("/dev/").to_string();
+    let sys = cx.path(&format!("/sys/class/block/{name}"));
+    let part: u32 = read(&sys.join("partition"))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("{source} is not a partition"))?;
+    let link = std::fs::read_link(&sys).map_err(|e| format!("resolving {}: {e}", sys.display()))?;
+    let disk = link
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or("cannot find the disk of the root partition")?;
+    let sectors: u64 = read(&cx.path(&format!("/sys/class/block/{disk}/size")))
+        .and_then(|s| s.parse().ok())
+        .ok_or("cannot read the disk size")?;
+    Ok(RootDev {
+        part_dev: format!("/dev/{name}"),
+        disk_dev: format!("/dev/{disk}"),
+        part,
+        disk_size: sectors * 512,
+    })
+}
+
+fn fs_bytes(cx: &Ctx, dev: &str) -> Result<u64> {
+    let out = cx.runner.run(&["dumpe2fs", "-h", dev])?;
+    let field = |k: &str| -> Option<u64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    match (field("Block count:"), field("Block size:")) {
+        (Some(c), Some(s)) => Ok(c * s),
+        _ => Err(format!("dumpe2fs -h {dev}: no block count")),
+    }
+}
+
+fn disk_path(cx: &Ctx, dev: &str) -> PathBuf {
+    cx.path(dev)
+}
+
+impl Identity {
+    fn grow_state(&self, cx: &Ctx) -> Result<(RootDev, Option<grow::Grow>, u64, u64)> {
+        let rd = root_device(cx)?;
+        let mut disk = std::fs::File::open(disk_path(cx, &rd.disk_dev))
+            .map_err(|e| format!("opening {}: {e}", rd.disk_dev))?;
+        let g = grow::plan(&mut disk, rd.disk_size, rd.part)
+            .map_err(|e| format!("reading the partition table of {}: {e}", rd.disk_dev))?;
+        let (_, part_len) = grow::extent(&mut disk, rd.part)
+            .map_err(|e| format!("reading the partition table of {}: {e}", rd.disk_dev))?;
+        let fs = fs_bytes(cx, &rd.part_dev)?;
+        Ok((rd, g, part_len, fs))
+    }
+}
+
+impl Step for Identity {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn observe(&self, cx: &Ctx) -> Result<Observed> {
+        let (iface, mac) = lan_interface(cx)?;
+        let want = desired_hostname(cx, &mac);
+        let host_ok = read(&cx.path("/etc/hostname")).as_deref() == Some(want.as_str());
+        let keys_ok = cx.path("/etc/ssh/ssh_host_ed25519_key").is_file();
+        let (rd, g, part_len, fs) = self.grow_state(cx)?;
+        // Within 1 MiB: resize2fs rounds to whole blocks.
+        let grown = g.is_none() && fs + (1 << 20) >= part_len;
+        if host_ok && keys_ok && grown {
+            let mut facts = BTreeMap::new();
+            facts.insert("hostname".into(), want);
+            facts.insert("interface".into(), format!("{iface} {mac}"));
+            facts.insert(
+                "machine-id".into(),
+                read(&cx.path("/etc/machine-id")).unwrap_or_default(),
+            );
+            facts.insert(
+                "root".into(),
+                format!(
+                    "{} {} bytes on {} of {} bytes",
+                    rd.part_dev, fs, rd.disk_dev, rd.disk_size
+                ),
+            );
+            return Ok(Observed::Done(facts));
+        }
+        Ok(Observed::Pending)
+    }
+
+    fn apply(&self, cx: &Ctx) -> Result<()> {
+        let (_, mac) = lan_interface(cx)?;
+        let want = desired_hostname(cx, &mac);
+        if read(&cx.path("/etc/hostname")).as_deref() != Some(want.as_str()) {
+            write_atomic(&cx.path("/etc/hostname"), format!("{want}\n").as_bytes())?;
+            let hosts = read(&cx.path("/etc/hosts")).unwrap_or_default();
+            let mut lines: Vec<String> = hosts
+                .lines()
+                .filter(|l| !l.starts_with("127.0.1.1"))
+                .map(str::to_string)
+                .collect();
+            lines.push(format!("127.0.1.1\t{want}"));
+            write_atomic(
+                &cx.path("/etc/hosts"),
+                format!("{}\n", lines.join("\n")).as_bytes(),
+            )?;
+            // The running kernel's name; /etc/hostname covers the next boot.
+            std::fs::write(cx.path("/proc/sys/kernel/hostname"), want.as_bytes())
+                .map_err(|e| format!("setting the hostname: {e}"))?;
+            failpoint("identity:after-hostname");
+        }
+        if !cx.path("/etc/ssh/ssh_host_ed25519_key").is_file() {
+            let root = cx.root.to_string_lossy().into_owned();
+            cx.runner.run(&["ssh-keygen", "-A", "-f", &root])?;
+            failpoint("identity:after-ssh-keys");
+        }
+        let (rd, g, _, _) = self.grow_state(cx)?;
+        if let Some(g) = g {
+            let mut disk = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(disk_path(cx, &rd.disk_dev))
+                .map_err(|e| format!("opening {}: {e}", rd.disk_dev))?;
+            grow::apply(&mut disk, &g).map_err(|e| format!("growing partition {}: {e}", g.part))?;
+            disk.sync_all()
+                .map_err(|e| format!("syncing {}: {e}", rd.disk_dev))?;
+            failpoint("identity:after-table");
+        }
+        // Tell the kernel (idempotent), then grow the mounted filesystem.
+        let nr = rd.part.to_string();
+        cx.runner.run(&["partx", "-u", "--nr", &nr, &rd.disk_dev])?;
+        cx.runner.run(&["resize2fs", &rd.part_dev])?;
+        Ok(())
+    }
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().ok_or("no parent directory")?;
+    let tmp = dir.join(format!(
+        ".{}.hc-tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("renaming to {}: {e}", path.display()))
+}
