@@ -81,6 +81,8 @@ pub fn ensure(spec: &BaseSpec, arch: Arch, profile: &str, refresh: bool) -> Resu
     let stem = format!("{profile}-{}-{}-{}", spec.suite, arch.debian(), &key[..16]);
     let tarball = dir.join(format!("{stem}.tar.zst"));
     let list = dir.join(format!("{stem}.packages"));
+    let _lock = crate::sys::lock(&dir.join(format!("{stem}.lock")))
+        .with_context(|| format!("locking {}", dir.display()))?;
     let mut cold = false;
     if refresh || !tarball.is_file() || !list.is_file() {
         cold = true;

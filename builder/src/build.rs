@@ -258,6 +258,11 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         overlay_profile.overlays.push(o.clone());
     }
     let mut extras = stage::overlay_extras(&overlay_profile, &dirs.overlays())?;
+    if profile.agent {
+        let bin = crate::agent::ensure(&dirs.root, board.arch)?;
+        let data = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+        stage::add_file(&mut extras, "usr/libexec/hc-firstboot", data, 0o755);
+    }
     if let Base::Rootfs { stats, .. } = &base {
         for e in stage::boot_extras(
             &board,

@@ -160,6 +160,11 @@ pub enum QemuCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DevCmd {
+    /// Build (or find cached) hc-firstboot for an architecture; print its path
+    Agent {
+        /// Debian architecture: arm64 or amd64
+        arch: String,
+    },
     /// Print the JSON Schema of board and image files
     Schema,
     /// Print the layout plan of a board as JSON

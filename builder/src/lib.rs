@@ -5,6 +5,7 @@
 //! layout) -> root tar stream -> filesystems written into the image ->
 //! verification -> partition table and blobs -> artifacts.
 
+pub mod agent;
 pub mod armbian;
 pub mod artifacts;
 pub mod base;

@@ -179,6 +179,15 @@ fn run(cli: Cli) -> Result<()> {
             anyhow::ensure!(st.success(), "QEMU exited with {st}");
             Ok(())
         }
+        Some(Cmd::Dev(DevCmd::Agent { arch })) => {
+            let a = match arch.as_str() {
+                "arm64" => spec::Arch::Arm64,
+                "amd64" => spec::Arch::Amd64,
+                other => anyhow::bail!("unknown architecture {other}: use arm64 or amd64"),
+            };
+            println!("{}", hc_image::agent::ensure(&dirs.root, a)?.display());
+            Ok(())
+        }
         Some(Cmd::Dev(DevCmd::Schema)) => {
             let s = serde_json::json!({
                 "board": schemars::schema_for!(spec::BoardSpec),

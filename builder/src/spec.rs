@@ -163,6 +163,9 @@ pub struct ImageProfile {
     pub source_date_epoch: u64,
     /// The package-built base used when neither --rootfs nor --base is given.
     pub base: Option<BaseSpec>,
+    /// Install the first-boot agent (built for the board's architecture).
+    #[serde(default)]
+    pub agent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

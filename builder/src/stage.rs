@@ -327,6 +327,7 @@ mod tests {
             ],
             source_date_epoch: 0,
             base: None,
+            agent: false,
         };
         let ex = overlay_extras(&p, d.path()).expect("walk");
         let paths: Vec<&str> = ex.iter().map(|e| e.path.as_str()).collect();

@@ -15,3 +15,19 @@ pub fn lseek(file: &File, pos: u64, whence: libc::c_int) -> io::Result<u64> {
     let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
     u64::try_from(r).map_err(|_| io::Error::last_os_error())
 }
+
+/// An exclusive advisory lock, held until the returned file is dropped:
+/// parallel builds share one cache without building the same entry twice.
+pub fn lock(path: &std::path::Path) -> io::Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock takes no pointers; `f` is open for the call.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
+}
