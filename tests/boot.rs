@@ -141,3 +141,212 @@ fn amd64_image_boots_with_ovmf_and_systemd_boot() {
     assert_eq!(f["stamp"], "yes", "{f:?}");
     g.wait_exit(Duration::from_secs(120)).expect("powers off");
 }
+
+fn mtools(disk: &Path, offset: u64, args: &[&str]) {
+    let out = Command::new(args[0])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()))
+        .args(&args[1..])
+        .output()
+        .expect("mtools");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn hcboot_offset(img: &Path) -> u64 {
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(img.with_file_name("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    m["disk"]["partitions"][0]["start"].as_u64().expect("start")
+}
+
+#[test]
+fn malformed_config_blocks_the_agent_until_fixed() {
+    let b = image();
+    let w = tempfile::tempdir().expect("tempdir");
+    let disk = w.path().join("disk.img");
+    hc_qemu::sparse_copy(&b.img, &disk, 4 << 30).expect("copy");
+    let off = hcboot_offset(&b.img);
+    // A user's typo on the FAT partition: a MAC with five bytes.
+    let good = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/homecloud.toml"),
+    )
+    .expect("example");
+    let bad = w.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        good.replace("52:54:00:12:34:01\"", "52:54:00:12:34\""),
+    )
+    .expect("write");
+    mtools(
+        &disk,
+        off,
+        &[
+            "mcopy",
+            "-o",
+            bad.to_str().expect("utf-8"),
+            "::/homecloud.toml",
+        ],
+    );
+    let opts = GuestOpts {
+        machine: Machine::Arm64,
+        image: b.img.clone(),
+        workdir: w.path().to_path_buf(),
+        disk_size: 4 << 30,
+        memory_mib: 1024,
+        cpus: 2,
+        mac: "52:54:00:12:34:01".into(),
+        reuse_disk: true,
+    };
+    let mut g = Guest::start(&opts).expect("boot");
+    let v = fields(
+        &g.wait_for("HC-VERDICT", Duration::from_secs(900))
+            .expect("verdict"),
+    );
+    g.wait_exit(Duration::from_secs(120)).expect("power off");
+    assert_eq!(v["stamp"], "no", "{v:?}");
+    assert_eq!(v["blocked"], "1", "{v:?}");
+    assert!(
+        v["why"].contains("nodes[0].mac"),
+        "status names the key: {v:?}"
+    );
+    assert!(v["failed"].contains("hc-firstboot.service"), "{v:?}");
+    // Nothing was half-configured: the hostname is still the image's.
+    assert_ne!(v["hostname"], "node1", "{v:?}");
+    // Fixed from "another OS" and rebooted: it converges.
+    let fixed = w.path().join("good.toml");
+    std::fs::write(&fixed, &good).expect("write");
+    mtools(
+        &disk,
+        off,
+        &[
+            "mcopy",
+            "-o",
+            fixed.to_str().expect("utf-8"),
+            "::/homecloud.toml",
+        ],
+    );
+    let mut g = Guest::start(&opts).expect("boot again");
+    let v = fields(
+        &g.wait_for("HC-VERDICT", Duration::from_secs(900))
+            .expect("verdict"),
+    );
+    g.wait_exit(Duration::from_secs(120)).expect("power off");
+    assert_eq!(v["stamp"], "yes", "{v:?}");
+    assert_eq!(v["hostname"], "node1", "{v:?}");
+    assert_eq!(v["failed"], "", "{v:?}");
+}
+
+#[test]
+fn power_cut_during_first_boot_still_converges() {
+    let b = image();
+    let w = tempfile::tempdir().expect("tempdir");
+    let mut opts = GuestOpts {
+        machine: Machine::Arm64,
+        image: b.img.clone(),
+        workdir: w.path().to_path_buf(),
+        disk_size: 4 << 30,
+        memory_mib: 1024,
+        cpus: 2,
+        mac: "52:54:00:12:34:02".into(),
+        reuse_disk: false,
+    };
+    // Cut power at points spread over the first boot: in the kernel, in
+    // early userspace and around the agent (a bounded, varying set per run).
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    for (i, base) in [25u64, 60].iter().enumerate() {
+        let cut = base + u64::from(seed >> (i * 8)) % 30;
+        let mut g = Guest::start(&opts).expect("boot");
+        std::thread::sleep(Duration::from_secs(cut));
+        g.kill();
+        eprintln!("power cut {} after {cut}s", i + 1);
+        opts.reuse_disk = true;
+    }
+    let mut g = Guest::start(&opts).expect("boot after the cuts");
+    let v = fields(
+        &g.wait_for("HC-VERDICT", Duration::from_secs(900))
+            .expect("verdict"),
+    );
+    g.wait_exit(Duration::from_secs(120)).expect("power off");
+    assert_eq!(v["state"], "running", "{v:?}");
+    assert_eq!(v["failed"], "", "{v:?}");
+    assert_eq!(v["stamp"], "yes", "{v:?}");
+    assert_eq!(v["hostname"], "node2", "{v:?}");
+    let root: u64 = v["root-fs-bytes"].parse().expect("root size");
+    assert!(root > 3 << 30, "{v:?}");
+}
+
+#[test]
+fn rock64_and_pine64_images_carry_blob_dtb_and_console() {
+    for (board, dtb, console) in [
+        (
+            "rock64",
+            "rockchip/rk3328-rock64.dtb",
+            "console=ttyS2,1500000n8",
+        ),
+        (
+            "pine64-lts",
+            "allwinner/sun50i-a64-pine64-lts.dtb",
+            "console=ttyS0,115200n8",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(env!("CARGO_BIN_EXE_hc-image"))
+            .args(["-q", "build", "--board", board, "--out"])
+            .arg(dir.path())
+            .output()
+            .expect("hc-image");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let img = dir.path().join(format!("homecloud-{board}.img"));
+        let insp = Command::new(env!("CARGO_BIN_EXE_hc-image"))
+            .arg("inspect")
+            .arg(&img)
+            .output()
+            .expect("inspect");
+        let text = String::from_utf8_lossy(&insp.stdout);
+        assert!(
+            text.contains("blob u-boot at") && text.contains("matches"),
+            "{text}"
+        );
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("manifest.json")).expect("manifest"),
+        )
+        .expect("json");
+        let root = m["disk"]["partitions"][1]["start"].as_u64().expect("root");
+        let at = format!("{}?offset={root}", img.display());
+        let conf = Command::new("debugfs")
+            .args(["-R", "cat /boot/extlinux/extlinux.conf"])
+            .arg(&at)
+            .output()
+            .expect("debugfs");
+        let conf = String::from_utf8_lossy(&conf.stdout).into_owned();
+        assert!(conf.contains(console), "{board}: {conf}");
+        let fdt = conf
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("fdt "))
+            .unwrap_or_else(|| panic!("{board}: no fdt line: {conf}"));
+        assert!(fdt.ends_with(dtb), "{board}: {fdt}");
+        let stat = Command::new("debugfs")
+            .args(["-R", &format!("stat {fdt}")])
+            .arg(&at)
+            .output()
+            .expect("debugfs");
+        let s = String::from_utf8_lossy(&stat.stdout);
+        assert!(
+            s.contains("Type: regular"),
+            "{board}: {fdt} missing in the root filesystem: {s}"
+        );
+    }
+}

@@ -35,10 +35,16 @@ fn fixture() -> &'static Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let tar = dir.path().join("rootfs.tar");
         let facts = write_rootfs_fixture(&tar).expect("fixture tarball");
-        // Share the blob cache across runs; CI keeps it outside the clone.
+        // The builder's own cache (blobs, agent binaries), outside the clone.
         let cache = std::env::var_os("HC_CACHE_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("hc-image-test-cache"));
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("hc-image"))
+            })
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                    .join(".cache/hc-image")
+            });
         Fixture {
             _dir: dir,
             tar,
