@@ -37,18 +37,22 @@ fn image() -> &'static Built {
     })
 }
 
-fn boot(img: &Path, work: &Path, mac: &str) -> Guest {
-    Guest::start(&GuestOpts {
-        machine: Machine::Arm64,
+/// A 1 GiB guest on a 4 GiB copy of `img`.
+fn opts(machine: Machine, img: &Path, work: &Path, mac: &str, cpus: u32) -> GuestOpts {
+    GuestOpts {
+        machine,
         image: img.to_path_buf(),
         workdir: work.to_path_buf(),
         disk_size: 4 << 30,
         memory_mib: 1024,
-        cpus: 1,
+        cpus,
         mac: mac.into(),
         reuse_disk: false,
-    })
-    .expect("starting QEMU")
+    }
+}
+
+fn boot(img: &Path, work: &Path, mac: &str) -> Guest {
+    Guest::start(&opts(Machine::Arm64, img, work, mac, 1)).expect("starting QEMU")
 }
 
 #[test]
@@ -119,16 +123,13 @@ fn amd64_image_boots_with_ovmf_and_systemd_boot() {
     );
     let img = dir.path().join("homecloud-amd64.img");
     let w = tempfile::tempdir().expect("tempdir");
-    let mut g = Guest::start(&GuestOpts {
-        machine: Machine::Amd64,
-        image: img,
-        workdir: w.path().to_path_buf(),
-        disk_size: 4 << 30,
-        memory_mib: 1024,
-        cpus: 1,
-        mac: "52:54:00:12:34:03".into(),
-        reuse_disk: false,
-    })
+    let mut g = Guest::start(&opts(
+        Machine::Amd64,
+        &img,
+        w.path(),
+        "52:54:00:12:34:03",
+        1,
+    ))
     .expect("starting QEMU");
     let v = g
         .wait_for("HC-VERDICT", Duration::from_secs(900))
@@ -194,14 +195,8 @@ fn malformed_config_blocks_the_agent_until_fixed() {
         ],
     );
     let opts = GuestOpts {
-        machine: Machine::Arm64,
-        image: b.img.clone(),
-        workdir: w.path().to_path_buf(),
-        disk_size: 4 << 30,
-        memory_mib: 1024,
-        cpus: 2,
-        mac: "52:54:00:12:34:01".into(),
         reuse_disk: true,
+        ..opts(Machine::Arm64, &b.img, w.path(), "52:54:00:12:34:01", 2)
     };
     let mut g = Guest::start(&opts).expect("boot");
     let v = fields(
@@ -246,16 +241,7 @@ fn malformed_config_blocks_the_agent_until_fixed() {
 fn power_cut_during_first_boot_still_converges() {
     let b = image();
     let w = tempfile::tempdir().expect("tempdir");
-    let mut opts = GuestOpts {
-        machine: Machine::Arm64,
-        image: b.img.clone(),
-        workdir: w.path().to_path_buf(),
-        disk_size: 4 << 30,
-        memory_mib: 1024,
-        cpus: 2,
-        mac: "52:54:00:12:34:02".into(),
-        reuse_disk: false,
-    };
+    let mut opts = opts(Machine::Arm64, &b.img, w.path(), "52:54:00:12:34:02", 2);
     // Cut power at points spread over the first boot: in the kernel, in
     // early userspace and around the agent (a bounded, varying set per run).
     let seed = std::time::SystemTime::now()

@@ -282,23 +282,11 @@ pub fn apply_extras(imp: &Imported, extras: &[Extra], work: &Path) -> Result<()>
             .arg(&sp)
             .arg(&imp.root_file),
     )?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    let bad: Vec<&str> = err
-        .lines()
-        .filter(|l| {
-            let expected = l.starts_with("debugfs ")
-                || l.trim().is_empty()
-                || (l.contains("mkdir") && l.contains("already exists"))
-                || (l.starts_with("rm:") && l.contains("not found"));
-            !expected
-        })
-        .collect();
-    if !bad.is_empty() {
-        bail!(
-            "writing files into the Armbian root with debugfs: {}",
-            bad.join("; ")
-        );
-    }
+    crate::fs::debugfs_ok(
+        &out.stderr,
+        &[("mkdir", "already exists"), ("rm:", "not found")],
+    )
+    .context("writing files into the Armbian root with debugfs")?;
     exec::run(Command::new(tools::E2FSCK).arg("-fn").arg(&imp.root_file))
         .context("checking the modified Armbian root with e2fsck -fn")?;
     Ok(())

@@ -210,14 +210,24 @@ pub fn set_xattrs(
             .arg(&sp)
             .arg(at_offset(image, offset)),
     )?;
-    // debugfs exits 0 even when a command fails; its complaints go to stderr.
-    let err = String::from_utf8_lossy(&out.stderr);
+    debugfs_ok(&out.stderr, &[]).context("setting xattrs with debugfs")
+}
+
+/// debugfs exits 0 even when a command fails; its complaints go to stderr.
+/// `allowed` pairs (command, phrase) mark complaints that are expected.
+pub fn debugfs_ok(stderr: &[u8], allowed: &[(&str, &str)]) -> Result<()> {
+    let err = String::from_utf8_lossy(stderr);
     let bad: Vec<&str> = err
         .lines()
-        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+        .filter(|l| {
+            let expected = l.starts_with("debugfs ")
+                || l.trim().is_empty()
+                || allowed.iter().any(|(c, p)| l.contains(c) && l.contains(p));
+            !expected
+        })
         .collect();
     if !bad.is_empty() {
-        bail!("setting xattrs with debugfs: {}", bad.join("; "));
+        bail!("{}", bad.join("; "));
     }
     Ok(())
 }

@@ -150,6 +150,23 @@ pub fn hcboot_mountpoint(board: &crate::spec::BoardSpec) -> &'static str {
     }
 }
 
+/// Kernel arguments after `root=... ro`: the board's console and its own.
+fn kernel_args(board: &crate::spec::BoardSpec) -> String {
+    let mut args = vec![
+        "rootwait".to_string(),
+        format!("console={}", board.boot.console),
+    ];
+    args.extend(
+        board
+            .boot
+            .kernel_args
+            .iter()
+            .filter(|a| *a != "rootwait")
+            .cloned(),
+    );
+    args.join(" ")
+}
+
 /// Boot configuration for the newest kernel in the base: `extlinux.conf`
 /// for U-Boot boards, `/etc/default/u-boot` so Debian's u-boot-update writes
 /// the same on kernel upgrades, and `/etc/fstab`. Empty when the base has no
@@ -179,19 +196,7 @@ pub fn boot_extras(
     let Some(ver) = kernels.iter().next_back() else {
         return out;
     };
-    let mut args = vec![
-        "rootwait".to_string(),
-        format!("console={}", board.boot.console),
-    ];
-    args.extend(
-        board
-            .boot
-            .kernel_args
-            .iter()
-            .filter(|a| *a != "rootwait")
-            .cloned(),
-    );
-    let args = args.join(" ");
+    let args = kernel_args(board);
     if board.boot.method == BootMethod::Extlinux {
         let fdt = board
             .boot
@@ -271,21 +276,11 @@ pub fn esp_entries(
         out.push(FatEntry::File(format!("initrd.img-{ver}"), initrd.clone()));
         entry.push_str(&format!("initrd /initrd.img-{ver}\n"));
     }
-    let mut args = vec![
-        format!("root=UUID={}", root_uuid.to_ascii_lowercase()),
-        "ro".into(),
-        "rootwait".into(),
-        format!("console={}", board.boot.console),
-    ];
-    args.extend(
-        board
-            .boot
-            .kernel_args
-            .iter()
-            .filter(|a| *a != "rootwait")
-            .cloned(),
-    );
-    entry.push_str(&format!("options {}\n", args.join(" ")));
+    entry.push_str(&format!(
+        "options root=UUID={} ro {}\n",
+        root_uuid.to_ascii_lowercase(),
+        kernel_args(board)
+    ));
     out.push(FatEntry::File(
         "loader/entries/hc.conf".into(),
         entry.into_bytes(),
