@@ -65,8 +65,19 @@ pub fn source_key(repo: &Path, arch: Arch) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// The source tree this hc-image was built from: the agent is built from it.
+pub fn source_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// Returns the path of a cached `hc-firstboot` for `arch`, building it if needed.
 pub fn ensure(repo: &Path, arch: Arch) -> Result<PathBuf> {
+    if !repo.join("firstboot/src").is_dir() {
+        bail!(
+            "the hc-firstboot sources are not at {}: run hc-image from its source checkout",
+            repo.display()
+        );
+    }
     let key = source_key(repo, arch)?;
     let dir = cache_dir().join("agent");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

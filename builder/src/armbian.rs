@@ -235,6 +235,37 @@ pub fn dumpe2fs_features(fs: &Path) -> Result<String> {
         .join(","))
 }
 
+/// Which of `paths` (relative, no leading /) are directories in the ext4 image.
+pub fn existing_dirs(fs: &Path, paths: &[String]) -> Result<std::collections::HashSet<String>> {
+    let mut uniq: Vec<&String> = paths.iter().collect();
+    uniq.sort();
+    uniq.dedup();
+    let mut script = String::new();
+    for p in &uniq {
+        if p.contains(['"', '\n']) {
+            bail!("cannot look up {p:?} with debugfs");
+        }
+        script.push_str(&format!("stat \"/{p}\"\n"));
+    }
+    let sp = fs.with_extension("lookup.debugfs");
+    std::fs::write(&sp, script).with_context(|| format!("writing {}", sp.display()))?;
+    let out = exec::run(Command::new(tools::DEBUGFS).arg("-f").arg(&sp).arg(fs))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = std::collections::HashSet::new();
+    for chunk in text.split("debugfs: stat ").skip(1) {
+        let (name, rest) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        if rest.contains("Type: directory") {
+            found.insert(
+                name.trim()
+                    .trim_matches('"')
+                    .trim_start_matches('/')
+                    .to_string(),
+            );
+        }
+    }
+    Ok(found)
+}
+
 /// Writes the overlay and baked files into the imported root with debugfs.
 pub fn apply_extras(imp: &Imported, extras: &[Extra], work: &Path) -> Result<()> {
     let dir = work.join("debugfs-src");

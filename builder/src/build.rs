@@ -259,7 +259,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     }
     let mut extras = stage::overlay_extras(&overlay_profile, &dirs.overlays())?;
     if profile.agent {
-        let bin = crate::agent::ensure(&dirs.root, board.arch)?;
+        let bin = crate::agent::ensure(&crate::agent::source_root(), board.arch)?;
         let data = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
         stage::add_file(&mut extras, "usr/libexec/hc-firstboot", data, 0o755);
     }
@@ -288,9 +288,23 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         build_json.clone(),
         0o644,
     );
+    let armbian_dirs = match &base {
+        Base::Armbian(imp) => {
+            let mut wanted = Vec::new();
+            for e in &extras {
+                let mut p = e.path.as_str();
+                while let Some((parent, _)) = p.rsplit_once('/') {
+                    wanted.push(parent.to_string());
+                    p = parent;
+                }
+            }
+            crate::armbian::existing_dirs(&imp.root_file, &wanted)?
+        }
+        Base::Rootfs { .. } => Default::default(),
+    };
     let present = |p: &str| match &base {
         Base::Rootfs { stats, .. } => stats.dirs.contains(p),
-        Base::Armbian(_) => true,
+        Base::Armbian(_) => armbian_dirs.contains(p),
     };
     let mut parents = stage::missing_parents(&extras, &present);
     extras.append(&mut parents);

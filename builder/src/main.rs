@@ -185,7 +185,10 @@ fn run(cli: Cli) -> Result<()> {
                 "amd64" => spec::Arch::Amd64,
                 other => anyhow::bail!("unknown architecture {other}: use arm64 or amd64"),
             };
-            println!("{}", hc_image::agent::ensure(&dirs.root, a)?.display());
+            println!(
+                "{}",
+                hc_image::agent::ensure(&hc_image::agent::source_root(), a)?.display()
+            );
             Ok(())
         }
         Some(Cmd::Dev(DevCmd::Schema)) => {
