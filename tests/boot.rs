@@ -86,6 +86,7 @@ fn default_image_boots_via_uboot_extlinux_and_devices_differ() {
         assert_eq!(f["failed"], "", "failed units: {f:?}");
         assert_eq!(f["machine-id"].len(), 32, "{f:?}");
         assert!(!f["ssh-ed25519"].is_empty(), "no SSH host key: {f:?}");
+        assert_eq!(f["agent"], "active", "hc-firstboot did not run: {f:?}");
         // homecloud.toml on HCBOOT names the node by its MAC.
         assert_eq!(f["hostname"], name, "{f:?}");
         assert_eq!(f["stamp"], "yes", "agent did not converge: {f:?}");
@@ -205,6 +206,7 @@ fn malformed_config_blocks_the_agent_until_fixed() {
     );
     g.wait_exit(Duration::from_secs(120)).expect("power off");
     assert_eq!(v["stamp"], "no", "{v:?}");
+    assert_eq!(v["agent"], "failed", "{v:?}");
     assert_eq!(v["blocked"], "1", "{v:?}");
     assert!(
         v["why"].contains("nodes[0].mac"),

@@ -183,7 +183,7 @@ pub fn boot_extras(
     let mut out = Vec::new();
     let mnt = hcboot_mountpoint(board);
     let fstab = format!(
-        "# Written by hc-image.\nUUID={uuid} / ext4 defaults,errors=remount-ro 0 1\nLABEL=HCBOOT {mnt} vfat defaults,nofail,umask=0077 0 2\n"
+        "# Written by hc-image.\nUUID={uuid} / ext4 defaults,errors=remount-ro 0 1\nLABEL=HCBOOT {mnt} vfat defaults,nofail,umask=0077,x-systemd.device-timeout=10min 0 2\n"
     );
     add_file(&mut out, "etc/fstab", fstab.into_bytes(), 0o644);
     out.push(Extra {
