@@ -16,17 +16,18 @@ use crate::exec;
 use crate::spec::{Arch, BaseSpec};
 
 /// Bumped when the hooks below change, so old caches are not reused.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 2;
 
 /// Emulated dpkg is the slow part: regenerate the initramfs once at the end
-/// instead of once per trigger.
-const ESSENTIAL_HOOK: &str = "chroot \"$1\" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -s /bin/true \"$1/usr/sbin/update-initramfs\"";
-const CUSTOMIZE_INITRAMFS: &str = "rm \"$1/usr/sbin/update-initramfs\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs && if ls \"$1\"/boot/vmlinuz-* >/dev/null 2>&1; then chroot \"$1\" update-initramfs -c -k all; fi";
+/// instead of once per trigger, and leave byte-compiling Python (Ceph's mgr
+/// modules) to the device (`hc-pycompile.service`), where it runs natively.
+const ESSENTIAL_HOOK: &str = "for f in /usr/sbin/update-initramfs /usr/bin/py3compile; do chroot \"$1\" dpkg-divert --quiet --local --rename --add $f && ln -s /bin/true \"$1$f\"; done";
+const CUSTOMIZE_INITRAMFS: &str = "for f in /usr/sbin/update-initramfs /usr/bin/py3compile; do rm \"$1$f\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove $f; done && if ls \"$1\"/boot/vmlinuz-* >/dev/null 2>&1; then chroot \"$1\" update-initramfs -c -k all; fi";
 
 /// Headless first boot: a unique machine-id per device, no interactive
 /// systemd-firstboot on the serial console, no SSH host keys shared by every
 /// card, DHCP through systemd-networkd.
-const CUSTOMIZE_SYSTEM: &str = "printf 'uninitialized\\n' > \"$1/etc/machine-id\" && rm -f \"$1/var/lib/dbus/machine-id\" \"$1\"/etc/ssh/ssh_host_* && ln -sf /dev/null \"$1/etc/systemd/system/systemd-firstboot.service\" && if [ -e \"$1/usr/lib/systemd/system/systemd-networkd.service\" ]; then chroot \"$1\" systemctl enable systemd-networkd; fi";
+const CUSTOMIZE_SYSTEM: &str = "printf 'uninitialized\\n' > \"$1/etc/machine-id\" && rm -f \"$1/var/lib/dbus/machine-id\" \"$1\"/etc/ssh/ssh_host_* && ln -sf /dev/null \"$1/etc/systemd/system/systemd-firstboot.service\" && printf 'homecloud\\n' > \"$1/etc/hostname\" && if [ -e \"$1/usr/lib/systemd/system/systemd-networkd.service\" ]; then chroot \"$1\" systemctl enable systemd-networkd; fi";
 
 /// A cached base tarball and the packages in it.
 #[derive(Debug, Clone)]

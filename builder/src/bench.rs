@@ -210,6 +210,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         root_size: None,
         extra_overlays: Vec::new(),
         refresh_base: false,
+        cluster_secret: None,
     };
     // Warm the page cache so neither side pays for the first read.
     std::io::copy(

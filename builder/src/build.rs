@@ -38,6 +38,8 @@ pub struct BuildOpts {
     pub extra_overlays: Vec<String>,
     /// Rebuild the package base even when cached.
     pub refresh_base: bool,
+    /// The cluster secret file; None: the per-cluster default, made if missing.
+    pub cluster_secret: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -258,10 +260,19 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         overlay_profile.overlays.push(o.clone());
     }
     let mut extras = stage::overlay_extras(&overlay_profile, &dirs.overlays())?;
+    let mut secret_fingerprint: Option<String> = None;
     if profile.agent {
         let bin = crate::agent::ensure(&crate::agent::source_root(), board.arch)?;
         let data = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
         stage::add_file(&mut extras, "usr/libexec/hc-firstboot", data, 0o755);
+        let secret = crate::secret::ensure(opts.cluster_secret.as_deref(), &config.cluster.name)?;
+        secret_fingerprint = Some(secret.fingerprint());
+        stage::add_file(
+            &mut extras,
+            "etc/hc-image/cluster.key",
+            secret.to_file_text().into_bytes(),
+            0o600,
+        );
     }
     if let Base::Rootfs { stats, .. } = &base {
         for e in stage::boot_extras(
@@ -279,6 +290,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         "board": board.name,
         "image": profile.name,
         "cluster": config.cluster.name,
+        "cluster_secret_fingerprint": secret_fingerprint,
         "hc_image_version": env!("CARGO_PKG_VERSION"),
         "source_date_epoch": sde,
     }))?;

@@ -37,7 +37,7 @@ pub enum Cmd {
     /// Check homecloud.toml files or print their JSON Schema
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// Time a build against a shell baseline on the same rootfs tarball
+    /// Time a build against a shell baseline; `bench image`: base, build, boot
     Bench(BenchArgs),
     /// Boot an image under QEMU with the serial console on this terminal
     #[command(subcommand)]
@@ -79,6 +79,10 @@ pub struct BuildArgs {
     /// Rebuild the package base even if a cached one matches
     #[arg(long)]
     pub refresh_base: bool,
+    /// Cluster secret file (default: ~/.config/hc-image/secrets/CLUSTER.key,
+    /// made on first use; build every image of one cluster with the same file)
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -122,7 +126,10 @@ pub enum ConfigCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
     /// Rootfs tarball (default: a generated ~1 GiB tree, cached in --out)
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
@@ -135,6 +142,28 @@ pub struct BenchArgs {
     /// Runs of each pipeline; the median is compared
     #[arg(long, default_value_t = 1)]
     pub runs: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchMode {
+    /// Time the cold base, a warm build and a QEMU boot to the agent's stamp
+    Image(BenchImageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchImageArgs {
+    /// Board to build (and boot, for qemu-arm64 and amd64)
+    #[arg(long, default_value = "qemu-arm64")]
+    pub board: String,
+    /// Image profile under images/
+    #[arg(long, default_value = "homecloud")]
+    pub image: String,
+    /// Cluster configuration (default: examples/homecloud.toml)
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Build the base now, into a fresh temporary cache (arm64: ~20-30 min)
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Debug, Subcommand)]

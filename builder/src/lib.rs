@@ -20,6 +20,7 @@ pub mod fs;
 pub mod inspect;
 pub mod plan;
 pub mod probe;
+pub mod secret;
 pub mod size;
 pub mod spec;
 pub mod stage;

@@ -60,6 +60,7 @@ fn run(cli: Cli) -> Result<()> {
                 root_size: a.root_size,
                 extra_overlays: a.extra_overlay,
                 refresh_base: a.refresh_base,
+                cluster_secret: a.cluster_secret,
             };
             let r = build::build(&opts)?;
             for p in [&r.image, &r.zst, &r.bmap, &r.sums, &r.manifest] {
@@ -169,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
                 cpus: 2,
                 mac,
                 reuse_disk: false,
+                net: hc_qemu::Net::User,
             };
             let disk = work.path().join("disk.img");
             hc_qemu::sparse_copy(&image, &disk, disk_size.bytes())?;

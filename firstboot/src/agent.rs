@@ -21,6 +21,9 @@ pub mod ids {
     pub const STEP_FAILED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a04";
     pub const CONFIG_INVALID: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a05";
     pub const CONVERGED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a06";
+    pub const SWARM_BOOTSTRAP: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a07";
+    pub const SWARM_JOINED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a08";
+    pub const JOIN_REFUSED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a09";
 }
 
 /// Runs external programs; tests substitute a recording fake.

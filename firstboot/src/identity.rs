@@ -50,10 +50,15 @@ pub fn lan_interface(cx: &Ctx) -> Result<(String, String)> {
     Ok((name, mac))
 }
 
+/// Where a name assigned by the cluster (node not listed) is kept.
+pub const ASSIGNED_NAME: &str = "/var/lib/hc-firstboot/assigned-name";
+
 pub fn desired_hostname(cx: &Ctx, mac: &str) -> String {
     match cx.config.node_by_mac(mac) {
         Some(n) => n.name.clone(),
-        None => format!("hc-{}", mac[9..].replace(':', "")),
+        None => read(&cx.path(ASSIGNED_NAME))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("hc-{}", mac[9..].replace(':', ""))),
     }
 }
 

@@ -3,7 +3,13 @@
 //! model it shares with the image builder (build host).
 
 pub mod agent;
+pub mod channel;
+pub mod cluster;
 pub mod config;
+pub mod discovery;
 pub mod grow;
 pub mod identity;
+pub mod keepalived;
+pub mod secret;
 pub mod state;
+pub mod swarm;

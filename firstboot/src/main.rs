@@ -1,21 +1,34 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `hc-firstboot` (device): `run` converges this node (systemd runs it at
-//! boot until the stamp exists); `status` prints what happened. Installed as
+//! boot until the stamp exists); `serve` announces the node and answers joins
+//! for its lifetime; `status` prints what happened. Installed as
 //! /usr/libexec/hc-firstboot; `hc status` calls it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hc_firstboot::agent::{self, RealRunner, Step};
+use hc_firstboot::cluster::{self, Cluster, Keepalived, Network};
 use hc_firstboot::identity::Identity;
+
+static RUNNER: RealRunner = RealRunner;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = std::env::var_os("HC_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
     match args.first().map(String::as_str) {
         Some("run") => {
-            let steps: [&dyn Step; 1] = [&Identity];
-            match agent::run(&root, &RealRunner, &steps) {
+            let all: [&dyn Step; 4] = [&Identity, &Network, &Cluster, &Keepalived];
+            // HC_STEPS=network,cluster runs a subset (host engine tests).
+            let only = std::env::var("HC_STEPS").ok();
+            let steps: Vec<&dyn Step> = all
+                .into_iter()
+                .filter(|s| {
+                    only.as_deref()
+                        .is_none_or(|o| o.split(',').any(|n| n == s.name()))
+                })
+                .collect();
+            match agent::run(&root, &RUNNER, &steps) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -23,12 +36,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("serve") => match cluster::serve(&root, &RUNNER) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Some("status") => {
             print!("{}", agent::status(&root));
+            print!("{}", cluster::status_lines(&root, &RUNNER));
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: hc-firstboot run|status\n  run     converge this node (systemd runs it on first boot)\n  status  show the first-boot steps and what blocks them");
+            eprintln!("usage: hc-firstboot run|serve|status\n  run     converge this node (systemd runs it on first boot)\n  serve   announce this node and answer joins (hc-cluster.service)\n  status  show the first-boot steps, the cluster and what blocks them");
             ExitCode::from(2)
         }
     }

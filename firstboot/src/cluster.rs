@@ -1,0 +1,824 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Zero-touch cluster (device): the `network`, `cluster` and `keepalived`
+//! steps, and `hc-firstboot serve`, the long-running daemon that announces
+//! this node, listens to its peers and answers joins over the Noise channel.
+//! The daemon and the agent share what they know through small files in
+//! /run/hc-firstboot (peers heard, this node's phase), so either can restart.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{failpoint, ids, journal, load_config, Ctx, Observed, Result, Runner, Step};
+use crate::channel::{self, Channel};
+use crate::config::HomecloudConfig;
+use crate::discovery::{self, decide, Announcement, Decision, Peers, Phase};
+use crate::identity::{lan_interface, write_atomic, ASSIGNED_NAME};
+use crate::keepalived::{self, Vrrp};
+use crate::secret::ClusterSecret;
+use crate::swarm::{DockerCli, Engine, SwarmInfo};
+
+const RUN_DIR: &str = "/run/hc-firstboot";
+const NAMES: &str = "/var/lib/hc-firstboot/names.json";
+const MEMBERS: &str = "/var/lib/hc-firstboot/members.json";
+/// Peers not heard for this long are gone.
+const LIVE_MS: u64 = 10_000;
+/// First three nodes manage the swarm (Raft quorum survives one loss).
+const MANAGERS: u32 = 3;
+
+fn env_secs(name: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// How long a node listens before electing; nodes powered on within this
+/// window of each other form one cluster in one step.
+fn window() -> Duration {
+    env_secs("HC_DISCOVERY_WINDOW", 30)
+}
+
+/// System-wide monotonic milliseconds, comparable between processes.
+pub fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|s| s.parse::<f64>().ok())
+        })
+        .map_or(0, |s| (s * 1000.0) as u64)
+}
+
+fn run_path(root: &Path, name: &str) -> PathBuf {
+    root.join(RUN_DIR.trim_start_matches('/')).join(name)
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    let b = serde_json::to_vec_pretty(v).map_err(|e| format!("encoding: {e}"))?;
+    write_atomic(path, &b)
+}
+
+fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> T {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The LAN interface, its MAC and IPv4 address, prefix and broadcast.
+#[derive(Debug, Clone)]
+pub struct Lan {
+    pub interface: String,
+    pub mac: String,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub broadcast: Ipv4Addr,
+}
+
+fn lan(cx: &Ctx) -> Result<Option<Lan>> {
+    let (iface, mac) = match &cx.config.network.interface {
+        Some(i) => {
+            let m = std::fs::read_to_string(cx.path(&format!("/sys/class/net/{i}/address")))
+                .map_err(|e| format!("network.interface {i}: {e}"))?;
+            (i.clone(), m.trim().to_lowercase())
+        }
+        None => lan_interface(cx)?,
+    };
+    let out = cx
+        .runner
+        .run(&["ip", "-4", "-o", "addr", "show", "dev", &iface])?;
+    Ok(parse_ip_addr(&out).map(|(addr, prefix, broadcast)| Lan {
+        interface: iface,
+        mac,
+        addr,
+        prefix,
+        broadcast,
+    }))
+}
+
+/// First global IPv4 of `ip -4 -o addr show` output (a VIP is /32 and comes
+/// after the DHCP address, so the first one is the node's own).
+pub fn parse_ip_addr(out: &str) -> Option<(Ipv4Addr, u8, Ipv4Addr)> {
+    out.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let i = w.iter().position(|x| *x == "inet")?;
+        let (a, p) = w.get(i + 1)?.split_once('/')?;
+        let addr: Ipv4Addr = a.parse().ok()?;
+        let prefix: u8 = p.parse().ok()?;
+        if w.contains(&"host") || prefix > 30 {
+            return None;
+        }
+        let brd = w
+            .iter()
+            .position(|x| *x == "brd")
+            .and_then(|j| w.get(j + 1)?.parse().ok())
+            .unwrap_or_else(|| Ipv4Addr::from(u32::from(addr) | (u32::MAX >> prefix)));
+        Some((addr, prefix, brd))
+    })
+}
+
+fn order_of(config: &HomecloudConfig, mac: &str) -> u32 {
+    config
+        .nodes
+        .iter()
+        .position(|n| n.mac.to_lowercase() == mac)
+        .map_or(u32::MAX, |i| i as u32)
+}
+
+/// Peers the daemon heard, as it last wrote them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PeerFile {
+    pub written_ms: u64,
+    pub me: Option<Announcement>,
+    pub peers: Peers,
+}
+
+// ---------------------------------------------------------------- network
+
+pub struct Network;
+
+impl Step for Network {
+    fn name(&self) -> &'static str {
+        "network"
+    }
+
+    fn observe(&self, cx: &Ctx) -> Result<Observed> {
+        Ok(match lan(cx)? {
+            Some(l) => Observed::Done(BTreeMap::from([
+                ("interface".into(), l.interface),
+                ("address".into(), format!("{}/{}", l.addr, l.prefix)),
+            ])),
+            None => Observed::Pending,
+        })
+    }
+
+    fn apply(&self, cx: &Ctx) -> Result<()> {
+        // DHCP (or static config) is systemd-networkd's job; wait for it.
+        let deadline = std::time::Instant::now() + env_secs("HC_NETWORK_TIMEOUT", 600);
+        while std::time::Instant::now() < deadline {
+            if lan(cx)?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        Err("no IPv4 address on the LAN interface: check the cable and the DHCP server".into())
+    }
+}
+
+// ---------------------------------------------------------------- cluster
+
+pub struct Cluster;
+
+fn wait_docker(engine: &dyn Engine) -> Result<SwarmInfo> {
+    let deadline = std::time::Instant::now() + env_secs("HC_DOCKER_TIMEOUT", 900);
+    loop {
+        match engine.info() {
+            Ok(i) => return Ok(i),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(format!("dockerd did not answer: {e}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+fn swarm_facts(i: &SwarmInfo) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("swarm".into(), i.cluster_id.clone()),
+        (
+            "role".into(),
+            if i.manager { "manager" } else { "worker" }.into(),
+        ),
+        ("node id".into(), i.node_id.clone()),
+    ])
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub node: String,
+    pub addr: Ipv4Addr,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum JoinResponse {
+    Ok {
+        name: String,
+        manager: bool,
+        token: String,
+        remote: String,
+        swarm: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+fn me_announcement(cx: &Ctx, l: &Lan, phase: Phase) -> Announcement {
+    Announcement {
+        cluster: cx.config.cluster.name.clone(),
+        node: l.mac.clone(),
+        name: cx.config.node_by_mac(&l.mac).map(|n| n.name.clone()),
+        addr: l.addr,
+        order: order_of(&cx.config, &l.mac),
+        phase,
+        session: 0,
+        seq: 0,
+    }
+}
+
+fn set_phase(cx: &Ctx, phase: &str) -> Result<()> {
+    let p = run_path(&cx.root, "phase");
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    write_atomic(&p, phase.as_bytes())
+}
+
+/// Asks `addr` to let this node in; the answer carries the swarm token.
+fn request_join(secret: &ClusterSecret, addr: Ipv4Addr, req: &JoinRequest) -> Result<JoinResponse> {
+    let mut ch = Channel::connect(
+        SocketAddr::V4(SocketAddrV4::new(addr, channel::PORT)),
+        secret,
+        Duration::from_secs(20),
+    )?;
+    ch.send_json(req)?;
+    ch.recv_json()
+}
+
+fn adopt_name(cx: &Ctx, name: &str) -> Result<()> {
+    if cx.path(ASSIGNED_NAME).is_file() || cx.config.node_by_mac(name).is_some() {
+        return Ok(());
+    }
+    write_atomic(&cx.path(ASSIGNED_NAME), format!("{name}\n").as_bytes())?;
+    write_atomic(&cx.path("/etc/hostname"), format!("{name}\n").as_bytes())?;
+    let _ = std::fs::write(cx.path("/proc/sys/kernel/hostname"), name.as_bytes());
+    Ok(())
+}
+
+fn current_hostname(cx: &Ctx) -> String {
+    std::fs::read_to_string(cx.path("/proc/sys/kernel/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Step for Cluster {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn observe(&self, cx: &Ctx) -> Result<Observed> {
+        let engine = DockerCli { runner: cx.runner };
+        match engine.info() {
+            Ok(i) if i.state == "active" => Ok(Observed::Done(swarm_facts(&i))),
+            _ => Ok(Observed::Pending),
+        }
+    }
+
+    fn apply(&self, cx: &Ctx) -> Result<()> {
+        let engine = DockerCli { runner: cx.runner };
+        converge_swarm(cx, &engine)
+    }
+}
+
+/// Discovery, election and bootstrap or join, until this node is in a swarm.
+pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
+    let secret = ClusterSecret::load(&cx.root)?;
+    let l = lan(cx)?.ok_or("no LAN address (the network step should have waited for one)")?;
+    let mut info = wait_docker(engine)?;
+    // Docker names the swarm node after the hostname it saw when it started.
+    if info.hostname != current_hostname(cx) && !current_hostname(cx).is_empty() {
+        cx.runner.run(&["systemctl", "restart", "docker"])?;
+        info = wait_docker(engine)?;
+    }
+    if info.state == "active" {
+        return Ok(());
+    }
+    set_phase(cx, "discovering")?;
+    let started = uptime_ms();
+    let mut me = me_announcement(cx, &l, Phase::Discovering);
+    let mut ignored: BTreeMap<String, u64> = BTreeMap::new();
+    let mut waiting: Option<(String, u64)> = None;
+    let mut join_failures = 0u32;
+    loop {
+        let now = uptime_ms();
+        let file: PeerFile = read_json(&run_path(&cx.root, "peers.json"));
+        let live: Vec<&Announcement> = file
+            .peers
+            .live(now, LIVE_MS)
+            .into_iter()
+            .filter(|a| !ignored.contains_key(&a.node))
+            .collect();
+        let window_over = now.saturating_sub(started) >= window().as_millis() as u64;
+        if window_over && live.iter().all(|a| a.node == l.mac) {
+            // Only announcements we cannot authenticate: say so instead of
+            // forming a rival cluster next to the real one.
+            if let Some((addr, _)) = file.peers.rejected.iter().find(|(_, r)| {
+                r.cluster == cx.config.cluster.name && now.saturating_sub(r.at_ms) < LIVE_MS
+            }) {
+                if let Ok(a) = addr.parse::<Ipv4Addr>() {
+                    let req = JoinRequest {
+                        node: l.mac.clone(),
+                        addr: l.addr,
+                    };
+                    if let Err(e) = request_join(&secret, a, &req) {
+                        if e.contains("does not match") {
+                            return Err(format!(
+                                "{e}; nodes of cluster {} at {addr} use another cluster secret, so this node stays out",
+                                cx.config.cluster.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        match decide(&me, &live, window_over) {
+            Decision::Bootstrap if me.phase == Phase::Bootstrapping => {
+                journal(
+                    ids::SWARM_BOOTSTRAP,
+                    5,
+                    &format!("elected bootstrap node: creating the swarm on {}", l.addr),
+                    &[],
+                );
+                engine.init(l.addr)?;
+                failpoint("cluster:after-init");
+                return Ok(());
+            }
+            Decision::Bootstrap => {
+                // Announce the intent, then decide again once everyone heard it.
+                set_phase(cx, "bootstrapping")?;
+                me.phase = Phase::Bootstrapping;
+                std::thread::sleep(Duration::from_secs(4));
+                continue;
+            }
+            Decision::Join { node, addr } => {
+                let req = JoinRequest {
+                    node: l.mac.clone(),
+                    addr: l.addr,
+                };
+                match request_join(&secret, addr, &req) {
+                    Ok(JoinResponse::Ok {
+                        name,
+                        manager,
+                        token,
+                        remote,
+                        swarm,
+                    }) => {
+                        adopt_name(cx, &name)?;
+                        if info.hostname != current_hostname(cx) {
+                            cx.runner.run(&["systemctl", "restart", "docker"])?;
+                            info = wait_docker(engine)?;
+                        }
+                        failpoint("cluster:before-join");
+                        engine.join(&token, &remote, l.addr)?;
+                        failpoint("cluster:after-join");
+                        journal(
+                            ids::SWARM_JOINED,
+                            5,
+                            &format!(
+                                "joined swarm {swarm} through {addr} as {}",
+                                if manager { "manager" } else { "worker" }
+                            ),
+                            &[("HC_SWARM", &swarm)],
+                        );
+                        let _ = info;
+                        return Ok(());
+                    }
+                    Ok(JoinResponse::Error { message }) => {
+                        eprintln!("join through {addr} ({node}) refused for now: {message}");
+                    }
+                    Err(e) if e.contains("does not match") => return Err(e),
+                    Err(e) => {
+                        join_failures += 1;
+                        eprintln!("join through {addr} ({node}) failed: {e}");
+                        if join_failures >= 20 {
+                            ignored.insert(node, now);
+                            join_failures = 0;
+                        }
+                    }
+                }
+            }
+            Decision::WaitFor { node } => {
+                let since = match &waiting {
+                    Some((n, t)) if *n == node => *t,
+                    _ => {
+                        waiting = Some((node.clone(), now));
+                        now
+                    }
+                };
+                // A bootstrap node that never finishes (it died) is dropped.
+                if now.saturating_sub(since) > 300_000 {
+                    ignored.insert(node, now);
+                    waiting = None;
+                }
+            }
+            Decision::Listen => {}
+        }
+        if engine.info().is_ok_and(|i| i.state == "active") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+// ------------------------------------------------------------- keepalived
+
+pub struct Keepalived;
+
+/// Members' LAN addresses in node order, this node included; remembered
+/// across boots so a node that is down stays a unicast peer.
+fn members(cx: &Ctx, l: &Lan, swarm: &str) -> Vec<Ipv4Addr> {
+    let mut known: BTreeMap<String, (u32, Ipv4Addr)> = read_json(&cx.path(MEMBERS));
+    known.insert(l.mac.clone(), (order_of(&cx.config, &l.mac), l.addr));
+    let file: PeerFile = read_json(&run_path(&cx.root, "peers.json"));
+    for h in file.peers.peers.values() {
+        if let Phase::Member { swarm: s, .. } = &h.ann.phase {
+            if s == swarm {
+                known.insert(h.ann.node.clone(), (h.ann.order, h.ann.addr));
+            }
+        }
+    }
+    let _ = write_json(&cx.path(MEMBERS), &known);
+    let mut v: Vec<(u32, String, Ipv4Addr)> =
+        known.into_iter().map(|(mac, (o, a))| (o, mac, a)).collect();
+    v.sort();
+    v.into_iter().map(|(_, _, a)| a).collect()
+}
+
+fn desired_conf(cx: &Ctx) -> Result<Option<String>> {
+    let Some(vip) = cx.config.network.vip.clone() else {
+        return Ok(None);
+    };
+    let l = lan(cx)?.ok_or("no LAN address")?;
+    let info = DockerCli { runner: cx.runner }.info()?;
+    let members = members(cx, &l, &info.cluster_id);
+    Ok(Some(keepalived::render(&Vrrp {
+        cluster: cx.config.cluster.name.clone(),
+        name: current_hostname(cx),
+        interface: l.interface,
+        addr: l.addr,
+        members,
+        vip,
+    })))
+}
+
+impl Step for Keepalived {
+    fn name(&self) -> &'static str {
+        "keepalived"
+    }
+
+    fn observe(&self, cx: &Ctx) -> Result<Observed> {
+        let Some(want) = desired_conf(cx)? else {
+            return Ok(Observed::Done(BTreeMap::from([(
+                "vip".into(),
+                "none (network.vip is not set)".into(),
+            )])));
+        };
+        let have = std::fs::read_to_string(cx.path(keepalived::CONF_PATH)).unwrap_or_default();
+        let active = cx
+            .runner
+            .run(&["systemctl", "is-active", "keepalived"])
+            .is_ok();
+        if have == want && active {
+            let peers = want
+                .lines()
+                .filter(|l| l.starts_with("        ") && !l.contains("dev"))
+                .count();
+            return Ok(Observed::Done(BTreeMap::from([
+                (
+                    "vip".into(),
+                    cx.config.network.vip.clone().unwrap_or_default(),
+                ),
+                ("unicast peers".into(), peers.to_string()),
+            ])));
+        }
+        Ok(Observed::Pending)
+    }
+
+    fn apply(&self, cx: &Ctx) -> Result<()> {
+        let Some(want) = desired_conf(cx)? else {
+            return Ok(());
+        };
+        let p = cx.path(keepalived::CONF_PATH);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+        }
+        write_atomic(&p, want.as_bytes())?;
+        failpoint("keepalived:after-conf");
+        cx.runner.run(&["systemctl", "enable", "keepalived"])?;
+        cx.runner.run(&["systemctl", "restart", "keepalived"])?;
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ serve
+
+struct Daemon<'a> {
+    root: PathBuf,
+    runner: &'a (dyn Runner + Sync),
+    config: HomecloudConfig,
+    secret: ClusterSecret,
+    lan: Lan,
+    /// Roles granted by this node, so two racing joins never make a 4th manager.
+    grants: Mutex<BTreeMap<String, bool>>,
+}
+
+impl Daemon<'_> {
+    fn cx(&self) -> Ctx<'_> {
+        Ctx {
+            root: self.root.clone(),
+            runner: self.runner,
+            config: self.config.clone(),
+        }
+    }
+
+    fn phase(&self, info: Option<&SwarmInfo>) -> Phase {
+        match info {
+            Some(i) if i.state == "active" => Phase::Member {
+                swarm: i.cluster_id.clone(),
+                serves: i.manager,
+            },
+            _ => match std::fs::read_to_string(run_path(&self.root, "phase")).as_deref() {
+                Ok("bootstrapping") => Phase::Bootstrapping,
+                _ => Phase::Discovering,
+            },
+        }
+    }
+
+    fn answer(&self, req: &JoinRequest) -> Result<JoinResponse> {
+        let engine = DockerCli {
+            runner: self.runner,
+        };
+        let info = engine.info()?;
+        if info.state != "active" || !info.manager {
+            return Ok(JoinResponse::Error {
+                message: "this node is not a swarm manager yet".into(),
+            });
+        }
+        let mut grants = self.grants.lock().map_err(|_| "grant table poisoned")?;
+        let manager = match grants.get(&req.node) {
+            Some(m) => *m,
+            None => {
+                let pending = grants.values().filter(|m| **m).count() as u32;
+                info.managers + pending < MANAGERS
+            }
+        };
+        grants.insert(req.node.clone(), manager);
+        let name = self.name_for(&req.node)?;
+        let token = engine.token(manager)?;
+        Ok(JoinResponse::Ok {
+            name,
+            manager,
+            token,
+            remote: format!("{}:2377", self.lan.addr),
+            swarm: info.cluster_id,
+        })
+    }
+
+    /// Listed nodes keep their configured name; others get `node-N` in join order.
+    fn name_for(&self, mac: &str) -> Result<String> {
+        if let Some(n) = self.config.node_by_mac(mac) {
+            return Ok(n.name.clone());
+        }
+        let path = self.root.join(NAMES.trim_start_matches('/'));
+        let mut names: BTreeMap<String, String> = read_json(&path);
+        if let Some(n) = names.get(mac) {
+            return Ok(n.clone());
+        }
+        let taken: Vec<&str> = self
+            .config
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .chain(names.values().map(String::as_str))
+            .collect();
+        let name = (1..)
+            .map(|k| format!("node-{k}"))
+            .find(|n| !taken.contains(&n.as_str()))
+            .unwrap_or_default();
+        names.insert(mac.to_string(), name.clone());
+        write_json(&path, &names)?;
+        Ok(name)
+    }
+
+    fn serve_join(&self, stream: std::net::TcpStream) {
+        let mut ch = match Channel::accept(stream, &self.secret, Duration::from_secs(20)) {
+            Ok(c) => c,
+            Err(e) => {
+                journal(ids::JOIN_REFUSED, 4, &format!("join channel: {e}"), &[]);
+                return;
+            }
+        };
+        let resp = match ch.recv_json::<JoinRequest>() {
+            Ok(req) => self
+                .answer(&req)
+                .unwrap_or_else(|e| JoinResponse::Error { message: e }),
+            Err(e) => JoinResponse::Error { message: e },
+        };
+        let _ = ch.send_json(&resp);
+    }
+}
+
+/// `hc-firstboot serve`: runs for the node's lifetime.
+pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
+    let config = load_config(root)?;
+    let secret = ClusterSecret::load(root)?;
+    let probe = Ctx {
+        root: root.to_path_buf(),
+        runner,
+        config: config.clone(),
+    };
+    let lan = loop {
+        if let Some(l) = lan(&probe)? {
+            break l;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let d = Arc::new(Daemon {
+        root: root.to_path_buf(),
+        runner,
+        config,
+        secret,
+        lan,
+        grants: Mutex::new(BTreeMap::new()),
+    });
+    let listener = TcpListener::bind(("0.0.0.0", channel::PORT))
+        .map_err(|e| format!("binding the join channel port {}: {e}", channel::PORT))?;
+    {
+        let d = Arc::clone(&d);
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let d = Arc::clone(&d);
+                std::thread::spawn(move || d.serve_join(s));
+            }
+        });
+    }
+    let sock = UdpSocket::bind(("0.0.0.0", discovery::PORT))
+        .map_err(|e| format!("binding the discovery port {}: {e}", discovery::PORT))?;
+    sock.set_broadcast(true)
+        .map_err(|e| format!("broadcast: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| format!("socket: {e}"))?;
+    let mut session = [0u8; 8];
+    getrandom::getrandom(&mut session).map_err(|e| format!("no randomness: {e}"))?;
+    let session = u64::from_le_bytes(session);
+    let engine = DockerCli { runner };
+    let mut peers = Peers::default();
+    let mut seq = 0u64;
+    let mut info: Option<SwarmInfo> = None;
+    let mut last_info = 0u64;
+    let mut last_send = 0u64;
+    let mut buf = [0u8; 4096];
+    loop {
+        let now = uptime_ms();
+        if now.saturating_sub(last_info) >= 3000 {
+            info = engine.info().ok();
+            last_info = now;
+            if info.as_ref().is_some_and(|i| i.state == "active") {
+                reconcile_keepalived(&d.cx());
+            }
+        }
+        if now.saturating_sub(last_send) >= 1000 {
+            seq += 1;
+            let mut me = me_announcement(&d.cx(), &d.lan, d.phase(info.as_ref()));
+            me.session = session;
+            me.seq = seq;
+            let wire = discovery::seal(&me, &d.secret);
+            let _ = sock.send_to(&wire, (d.lan.broadcast, discovery::PORT));
+            last_send = now;
+            let file = PeerFile {
+                written_ms: now,
+                me: Some(me),
+                peers: peers.clone(),
+            };
+            let _ = write_json(&run_path(root, "peers.json"), &file);
+        }
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            match discovery::open(&buf[..n], &d.secret) {
+                Ok(a) if a.node != d.lan.mac => {
+                    peers.accept(a, uptime_ms());
+                }
+                Ok(_) | Err(discovery::OpenError::Foreign) => {}
+                Err(discovery::OpenError::BadTag { cluster, .. }) => {
+                    peers.reject(cluster, from.ip().to_string(), uptime_ms());
+                }
+            }
+        }
+    }
+}
+
+/// New members change every node's unicast peers: re-render and reload.
+fn reconcile_keepalived(cx: &Ctx) {
+    if !cx.path(keepalived::CONF_PATH).is_file() {
+        return; // the agent's keepalived step has not run yet
+    }
+    if let Ok(Some(want)) = desired_conf(cx) {
+        let have = std::fs::read_to_string(cx.path(keepalived::CONF_PATH)).unwrap_or_default();
+        if have != want && write_atomic(&cx.path(keepalived::CONF_PATH), want.as_bytes()).is_ok() {
+            let _ = cx.runner.run(&["systemctl", "reload", "keepalived"]);
+        }
+    }
+}
+
+/// Lines for `hc status`: what this node hears and holds right now.
+pub fn status_lines(root: &Path, runner: &dyn Runner) -> String {
+    let mut out = String::new();
+    let file: PeerFile = read_json(&run_path(root, "peers.json"));
+    let now = uptime_ms();
+    if let Some(me) = &file.me {
+        out.push_str(&format!(
+            "cluster: {} (this node {} {})\n",
+            me.cluster, me.node, me.addr
+        ));
+    }
+    for a in file.peers.live(now, LIVE_MS) {
+        let phase = match &a.phase {
+            Phase::Discovering => "discovering".to_string(),
+            Phase::Bootstrapping => "bootstrapping".to_string(),
+            Phase::Member { serves, .. } => if *serves {
+                "member (manager)"
+            } else {
+                "member"
+            }
+            .to_string(),
+        };
+        out.push_str(&format!(
+            "  peer {} {} {} {phase}\n",
+            a.name.as_deref().unwrap_or("-"),
+            a.node,
+            a.addr
+        ));
+    }
+    for (addr, r) in &file.peers.rejected {
+        out.push_str(&format!(
+            "  rejected {} announcements from {addr} (cluster {}): wrong cluster secret or forged\n",
+            r.count, r.cluster
+        ));
+    }
+    if let Ok(i) = (DockerCli { runner }).info() {
+        out.push_str(&format!(
+            "swarm: {} {} (managers {}, nodes {})\n",
+            i.state,
+            if i.manager { "manager" } else { "worker" },
+            i.managers,
+            i.nodes
+        ));
+    }
+    if let Ok(c) = std::fs::read_to_string(root.join(keepalived::CONF_PATH.trim_start_matches('/')))
+    {
+        if let Some(vip) = c
+            .lines()
+            .skip_while(|l| !l.contains("virtual_ipaddress"))
+            .nth(1)
+            .and_then(|l| l.split_whitespace().next())
+        {
+            let ip = vip.split('/').next().unwrap_or(vip);
+            let held = runner
+                .run(&["ip", "-4", "-o", "addr", "show"])
+                .is_ok_and(|o| o.contains(&format!("inet {ip}/")));
+            out.push_str(&format!(
+                "vip: {vip} {}\n",
+                if held {
+                    "held by this node"
+                } else {
+                    "held by another node"
+                }
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_addr_output_parses_first_global_address() {
+        let out = "2: enp0s1    inet 10.77.0.101/24 brd 10.77.0.255 scope global dynamic enp0s1\\       valid_lft 3500sec\n2: enp0s1    inet 10.77.0.10/24 scope global secondary enp0s1\n";
+        assert_eq!(
+            parse_ip_addr(out),
+            Some((
+                Ipv4Addr::new(10, 77, 0, 101),
+                24,
+                Ipv4Addr::new(10, 77, 0, 255)
+            ))
+        );
+        assert_eq!(
+            parse_ip_addr("1: lo    inet 127.0.0.1/8 scope host lo"),
+            None
+        );
+        assert_eq!(parse_ip_addr(""), None);
+    }
+}

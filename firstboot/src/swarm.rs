@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Docker Swarm (device), behind one interface so the state machine can be
+//! tested with a fake engine. The real engine is the `docker` CLI through the
+//! agent's `Runner` (DOCKER_HOST picks the daemon, as usual).
+
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+
+use crate::agent::{Result, Runner};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwarmInfo {
+    /// `inactive`, `pending`, `active`, `error` or `locked`.
+    pub state: String,
+    pub node_id: String,
+    pub cluster_id: String,
+    pub manager: bool,
+    pub managers: u32,
+    pub nodes: u32,
+    /// The daemon's idea of this host's name (set when dockerd started).
+    pub hostname: String,
+}
+
+pub trait Engine {
+    fn info(&self) -> Result<SwarmInfo>;
+    fn init(&self, addr: Ipv4Addr) -> Result<()>;
+    fn token(&self, manager: bool) -> Result<String>;
+    fn join(&self, token: &str, remote: &str, addr: Ipv4Addr) -> Result<()>;
+    fn label(&self, node_id: &str, labels: &[(String, String)]) -> Result<()>;
+    /// `hostname role status availability` per node (managers only).
+    fn nodes(&self) -> Result<Vec<String>>;
+}
+
+pub struct DockerCli<'a> {
+    pub runner: &'a dyn Runner,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawInfo {
+    name: String,
+    swarm: RawSwarm,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RawSwarm {
+    #[serde(rename = "NodeID")]
+    node_id: String,
+    local_node_state: String,
+    control_available: bool,
+    managers: Option<u32>,
+    nodes: Option<u32>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawCluster {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+pub fn parse_info(json: &str) -> Result<SwarmInfo> {
+    let raw: RawInfo =
+        serde_json::from_str(json.trim()).map_err(|e| format!("docker info output: {e}"))?;
+    Ok(SwarmInfo {
+        state: raw.swarm.local_node_state,
+        node_id: raw.swarm.node_id,
+        cluster_id: raw.swarm.cluster.map(|c| c.id).unwrap_or_default(),
+        manager: raw.swarm.control_available,
+        managers: raw.swarm.managers.unwrap_or(0),
+        nodes: raw.swarm.nodes.unwrap_or(0),
+        hostname: raw.name,
+    })
+}
+
+impl Engine for DockerCli<'_> {
+    fn info(&self) -> Result<SwarmInfo> {
+        let out = self
+            .runner
+            .run(&["docker", "info", "--format", "{{json .}}"])?;
+        parse_info(&out)
+    }
+
+    fn init(&self, addr: Ipv4Addr) -> Result<()> {
+        let a = addr.to_string();
+        self.runner
+            .run(&[
+                "docker",
+                "swarm",
+                "init",
+                "--advertise-addr",
+                &a,
+                "--listen-addr",
+                &format!("{a}:2377"),
+            ])
+            .map(|_| ())
+    }
+
+    fn token(&self, manager: bool) -> Result<String> {
+        let role = if manager { "manager" } else { "worker" };
+        self.runner
+            .run(&["docker", "swarm", "join-token", "-q", role])
+            .map(|s| s.trim().to_string())
+    }
+
+    fn join(&self, token: &str, remote: &str, addr: Ipv4Addr) -> Result<()> {
+        let a = addr.to_string();
+        self.runner
+            .run(&[
+                "docker",
+                "swarm",
+                "join",
+                "--token",
+                token,
+                "--advertise-addr",
+                &a,
+                "--listen-addr",
+                &format!("{a}:2377"),
+                remote,
+            ])
+            .map(|_| ())
+    }
+
+    fn label(&self, node_id: &str, labels: &[(String, String)]) -> Result<()> {
+        let mut argv = vec!["docker".to_string(), "node".into(), "update".into()];
+        for (k, v) in labels {
+            argv.push("--label-add".into());
+            argv.push(format!("{k}={v}"));
+        }
+        argv.push(node_id.to_string());
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.runner.run(&refs).map(|_| ())
+    }
+
+    fn nodes(&self) -> Result<Vec<String>> {
+        let out = self.runner.run(&[
+            "docker",
+            "node",
+            "ls",
+            "--format",
+            "{{.Hostname}} {{if .ManagerStatus}}manager{{else}}worker{{end}} {{.Status}} {{.Availability}}",
+        ])?;
+        let mut v: Vec<String> = out.lines().map(|l| l.trim().to_string()).collect();
+        v.sort();
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_info_parses_inactive_and_active() {
+        let i = parse_info(r#"{"Name":"node1","Swarm":{"NodeID":"","LocalNodeState":"inactive","ControlAvailable":false}}"#)
+            .expect("inactive");
+        assert_eq!(i.state, "inactive");
+        assert_eq!(i.hostname, "node1");
+        let a = parse_info(r#"{"Name":"node1","Swarm":{"NodeID":"abc","LocalNodeState":"active","ControlAvailable":true,"Managers":3,"Nodes":3,"Cluster":{"ID":"xyz"}}}"#)
+            .expect("active");
+        assert_eq!(
+            (
+                a.state.as_str(),
+                a.manager,
+                a.managers,
+                a.cluster_id.as_str()
+            ),
+            ("active", true, 3, "xyz")
+        );
+        assert!(parse_info("Cannot connect to the Docker daemon").is_err());
+    }
+}

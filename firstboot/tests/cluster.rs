@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The cluster steps' state machine against a fake engine (a recording
+//! `docker`/`systemctl`/`ip` runner over a temporary root): a power cut right
+//! after each side effect, then a rerun, repeats no side effect.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use hc_firstboot::agent::{self, Runner, Step};
+use hc_firstboot::cluster::{Cluster, Keepalived, Network};
+use hc_firstboot::secret::ClusterSecret;
+
+/// Fake dockerd + systemd + iproute2. `crash_after` names a side effect after
+/// which the call reports failure, as if power was cut right after it.
+struct FakeEngine {
+    calls: RefCell<Vec<String>>,
+    swarm_active: RefCell<bool>,
+    keepalived_active: RefCell<bool>,
+    crash_after: Option<&'static str>,
+}
+
+impl FakeEngine {
+    fn crash(&self, point: &str) -> Result<String, String> {
+        if self.crash_after == Some(point) {
+            Err(format!("power cut after {point}"))
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
+    }
+}
+
+impl Runner for FakeEngine {
+    fn run(&self, argv: &[&str]) -> Result<String, String> {
+        let line = argv.join(" ");
+        self.calls.borrow_mut().push(line.clone());
+        match argv {
+            ["docker", "info", ..] => Ok(if *self.swarm_active.borrow() {
+                r#"{"Name":"node1","Swarm":{"NodeID":"n1","LocalNodeState":"active","ControlAvailable":true,"Managers":1,"Nodes":1,"Cluster":{"ID":"sw1"}}}"#.into()
+            } else {
+                r#"{"Name":"node1","Swarm":{"NodeID":"","LocalNodeState":"inactive","ControlAvailable":false}}"#.into()
+            }),
+            ["docker", "swarm", "init", ..] => {
+                *self.swarm_active.borrow_mut() = true;
+                self.crash("swarm init")
+            }
+            ["ip", "-4", "-o", "addr", "show", ..] => {
+                Ok("2: enp0s1    inet 10.77.0.101/24 brd 10.77.0.255 scope global enp0s1\n".into())
+            }
+            ["systemctl", "is-active", "keepalived"] => {
+                if *self.keepalived_active.borrow() {
+                    Ok("active\n".into())
+                } else {
+                    Err("inactive".into())
+                }
+            }
+            ["systemctl", "restart", "keepalived"] => {
+                *self.keepalived_active.borrow_mut() = true;
+                self.crash("keepalived restart")
+            }
+            _ => Ok(String::new()),
+        }
+    }
+}
+
+fn w(root: &Path, p: &str, data: &str) {
+    let f = root.join(p);
+    std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+    std::fs::write(f, data).expect("write");
+}
+
+fn device(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    w(
+        root,
+        "proc/net/route",
+        "Iface\tDestination\tGateway\nenp0s1\t00000000\t0100000A\n",
+    );
+    w(root, "sys/class/net/enp0s1/address", "52:54:00:12:34:01\n");
+    w(root, "proc/sys/kernel/hostname", "node1");
+    w(
+        root,
+        "boot/hcboot/homecloud.toml",
+        "schema = 1\n[cluster]\nname = \"home\"\ndomain = \"home.arpa\"\n[network]\nvip = \"10.77.0.10/24\"\n[[nodes]]\nname = \"node1\"\nmac = \"52:54:00:12:34:01\"\n",
+    );
+    let key = root.join("etc/hc-image/cluster.key");
+    w(
+        root,
+        "etc/hc-image/cluster.key",
+        &ClusterSecret::from_bytes([9; 32]).to_file_text(),
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::create_dir_all(root.join("var/lib/hc-firstboot")).expect("mkdir");
+}
+
+#[test]
+fn power_cut_after_each_side_effect_repeats_none() {
+    // Alone on the LAN: elect itself after the (shortened) window.
+    std::env::set_var("HC_DISCOVERY_WINDOW", "0");
+    for crash in [None, Some("swarm init"), Some("keepalived restart")] {
+        let d = tempfile::tempdir().expect("tmp");
+        device(d.path());
+        let fake = FakeEngine {
+            calls: RefCell::new(Vec::new()),
+            swarm_active: RefCell::new(false),
+            keepalived_active: RefCell::new(false),
+            crash_after: crash,
+        };
+        let steps: [&dyn Step; 3] = [&Network, &Cluster, &Keepalived];
+        let first = agent::run(d.path(), &fake, &steps);
+        if crash.is_some() {
+            assert!(first.is_err(), "{crash:?}: the cut run must not converge");
+            let status = agent::status(d.path());
+            assert!(status.contains("power cut"), "{status}");
+            let again = FakeEngine {
+                crash_after: None,
+                ..fake
+            };
+            agent::run(d.path(), &again, &steps).expect("rerun converges");
+            assert_eq!(
+                again.count("docker swarm init"),
+                1,
+                "{crash:?}: {:?}",
+                again.calls
+            );
+            assert_eq!(again.count("docker swarm join"), 0);
+            let conf = std::fs::read_to_string(d.path().join("etc/keepalived/keepalived.conf"))
+                .expect("keepalived.conf");
+            assert!(conf.contains("10.77.0.10/24 dev enp0s1"), "{conf}");
+            // A third run finds everything done and touches nothing.
+            let before = again.calls.borrow().len();
+            agent::run(d.path(), &again, &steps).expect("third run");
+            let later: Vec<String> = again.calls.borrow()[before..].to_vec();
+            assert!(
+                later
+                    .iter()
+                    .all(|c| !c.contains("init") && !c.contains("restart")),
+                "{later:?}"
+            );
+        } else {
+            first.expect("clean run converges");
+            assert_eq!(fake.count("docker swarm init"), 1);
+            let status = agent::status(d.path());
+            assert!(status.contains("step cluster: done"), "{status}");
+            assert!(status.contains("swarm: sw1"), "{status}");
+        }
+    }
+}
