@@ -48,6 +48,7 @@ fn opts(machine: Machine, img: &Path, work: &Path, mac: &str, cpus: u32) -> Gues
         cpus,
         mac: mac.into(),
         reuse_disk: false,
+        net: hc_qemu::Net::User,
     }
 }
 

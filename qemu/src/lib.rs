@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod lan;
+pub use lan::{Lan, LanHost};
+
 /// Firmware and machine per architecture; the first existing path wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Machine {
@@ -56,6 +59,18 @@ impl Machine {
     }
 }
 
+/// How the guest's NIC is connected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Net {
+    /// QEMU user networking with `restrict=on`: DHCP from QEMU, no traffic
+    /// leaves the guest.
+    #[default]
+    User,
+    /// A tap device in a network namespace (see [`Lan::net`]): QEMU runs under
+    /// `ip netns exec NETNS` with `-netdev tap,ifname=TAP`.
+    Tap { netns: String, tap: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct GuestOpts {
     pub machine: Machine,
@@ -71,6 +86,8 @@ pub struct GuestOpts {
     pub mac: String,
     /// Reuse an existing disk copy (a second boot of the same guest).
     pub reuse_disk: bool,
+    /// The NIC's network: QEMU user networking, or a tap on a [`Lan`].
+    pub net: Net,
 }
 
 pub struct Guest {
@@ -148,7 +165,15 @@ impl Guest {
     /// The QEMU command line without the serial backend.
     pub fn command(o: &GuestOpts, disk: &Path) -> Result<Command> {
         let fw = o.machine.firmware()?;
-        let mut c = Command::new(o.machine.binary());
+        let mut c = match &o.net {
+            Net::User => Command::new(o.machine.binary()),
+            Net::Tap { netns, .. } => {
+                let qemu = lan::tool(o.machine.binary(), "qemu-system-arm qemu-system-x86")?;
+                let mut c = Command::new(lan::tool("ip", "iproute2")?);
+                c.args(["netns", "exec", netns]).arg(qemu);
+                c
+            }
+        };
         match o.machine {
             Machine::Arm64 => {
                 c.args(["-M", "virt", "-cpu", "cortex-a57"]);
@@ -167,8 +192,12 @@ impl Guest {
             .arg("-drive")
             .arg(format!("if=none,id=hd0,format=raw,file={}", disk.display()))
             .args(["-device", "virtio-blk-pci,drive=hd0"])
-            // restrict=on: DHCP from QEMU, but no traffic leaves the guest.
-            .args(["-netdev", "user,id=n0,restrict=on"])
+            .arg("-netdev")
+            .arg(match &o.net {
+                // restrict=on: DHCP from QEMU, but no traffic leaves the guest.
+                Net::User => "user,id=n0,restrict=on".to_string(),
+                Net::Tap { tap, .. } => format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            })
             .arg("-device")
             .arg(format!("virtio-net-pci,netdev=n0,mac={}", o.mac));
         Ok(c)
