@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blobs::cache_dir;
 use crate::exec;
-use crate::spec::{Arch, BaseSpec};
+use crate::spec::{Arch, BaseSpec, ResolvedSource, KEYRINGS_DIR};
 
 /// Bumped when the hooks below change, so old caches are not reused.
 const RECIPE_VERSION: u32 = 2;
@@ -38,15 +38,33 @@ pub struct CachedBase {
     pub cold: bool,
 }
 
-/// What the base depends on, hashed into the cache key.
+/// What the base depends on, hashed into the cache key. Reads the extra
+/// sources' keyrings (their content is part of the key); [`ensure`] checks
+/// them first, so an unreadable keyring only shows here as a null sha256.
 pub fn recipe(spec: &BaseSpec, arch: Arch) -> serde_json::Value {
+    match spec.resolve_sources() {
+        Ok(sources) => recipe_with(spec, arch, &sources),
+        Err(_) => {
+            let mut r = recipe_with(spec, arch, &[]);
+            r["sources"] = spec
+                .sources
+                .iter()
+                .map(|s| json!({"uri": s.uri, "suite": s.suite, "components": s.components, "architectures": s.architectures, "keyring": s.keyring, "keyring_sha256": null}))
+                .collect();
+            r
+        }
+    }
+}
+
+/// [`recipe`] with the keyrings already read.
+pub fn recipe_with(spec: &BaseSpec, arch: Arch, sources: &[ResolvedSource]) -> serde_json::Value {
     let mut pkgs = spec.packages.clone();
     if let Some(extra) = spec.arch.get(arch.debian()) {
         pkgs.extend(extra.packages.iter().cloned());
     }
     pkgs.sort();
     pkgs.dedup();
-    json!({
+    let mut r = json!({
         "recipe": RECIPE_VERSION,
         "suite": spec.suite,
         "mirror": spec.mirror,
@@ -56,7 +74,24 @@ pub fn recipe(spec: &BaseSpec, arch: Arch) -> serde_json::Value {
         "packages": pkgs,
         "exclude": spec.exclude,
         "hooks": [ESSENTIAL_HOOK, CUSTOMIZE_INITRAMFS, CUSTOMIZE_SYSTEM],
-    })
+    });
+    // Only when present, so profiles without extra sources keep their keys.
+    if !sources.is_empty() {
+        r["sources"] = sources
+            .iter()
+            .map(|s| {
+                json!({
+                    "uri": s.source.uri,
+                    "suite": s.source.suite,
+                    "components": s.source.components,
+                    "architectures": s.source.architectures,
+                    "keyring": s.keyring_name,
+                    "keyring_sha256": s.keyring_sha256,
+                })
+            })
+            .collect();
+    }
+    r
 }
 
 pub fn cache_key(recipe: &serde_json::Value) -> String {
@@ -73,21 +108,76 @@ fn binfmt_ready(arch: Arch) -> bool {
     }
 }
 
-/// Returns the base for `arch`, building it with mmdebstrap when not cached.
-pub fn ensure(spec: &BaseSpec, arch: Arch, profile: &str, refresh: bool) -> Result<CachedBase> {
-    let r = recipe(spec, arch);
+/// Where a base lives in the cache (`HC_CACHE_DIR/bases/<stem>.*`).
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub key: String,
+    pub tarball: PathBuf,
+    pub list: PathBuf,
+    /// How long the build took (`<stem>.meta.json`), absent in older caches.
+    pub meta: PathBuf,
+    pub lock: PathBuf,
+}
+
+impl CacheEntry {
+    pub fn is_cached(&self) -> bool {
+        self.tarball.is_file() && self.list.is_file()
+    }
+}
+
+/// The cache entry of the base, without building anything. Reads the
+/// keyrings of extra sources: a missing or mismatching one is an input error.
+pub fn lookup(
+    spec: &BaseSpec,
+    arch: Arch,
+    profile: &str,
+) -> Result<(CacheEntry, serde_json::Value, Vec<ResolvedSource>)> {
+    let sources = spec.resolve_sources()?;
+    let r = recipe_with(spec, arch, &sources);
     let key = cache_key(&r);
     let dir = cache_dir().join("bases");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let stem = format!("{profile}-{}-{}-{}", spec.suite, arch.debian(), &key[..16]);
-    let tarball = dir.join(format!("{stem}.tar.zst"));
-    let list = dir.join(format!("{stem}.packages"));
-    let _lock = crate::sys::lock(&dir.join(format!("{stem}.lock")))
-        .with_context(|| format!("locking {}", dir.display()))?;
+    let e = CacheEntry {
+        tarball: dir.join(format!("{stem}.tar.zst")),
+        list: dir.join(format!("{stem}.packages")),
+        meta: dir.join(format!("{stem}.meta.json")),
+        lock: dir.join(format!("{stem}.lock")),
+        key,
+    };
+    Ok((e, r, sources))
+}
+
+/// Returns the base for `arch`, building it with mmdebstrap when not cached.
+pub fn ensure(spec: &BaseSpec, arch: Arch, profile: &str, refresh: bool) -> Result<CachedBase> {
+    let (e, r, sources) = lookup(spec, arch, profile)?;
+    let dir = cache_dir().join("bases");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _lock =
+        crate::sys::lock(&e.lock).with_context(|| format!("locking {}", e.lock.display()))?;
+    let CacheEntry {
+        key,
+        tarball,
+        list,
+        meta,
+        ..
+    } = e;
     let mut cold = false;
     if refresh || !tarball.is_file() || !list.is_file() {
         cold = true;
-        build(spec, arch, &r, &tarball, &list)?;
+        let load_start = load1();
+        let t = std::time::Instant::now();
+        build(spec, arch, &r, &sources, &tarball, &list)?;
+        let m = BaseMeta {
+            seconds: t.elapsed().as_secs_f64(),
+            date: utc_rfc3339(std::time::SystemTime::now()),
+            load_start,
+            load_end: load1(),
+            arch: arch.debian().to_string(),
+        };
+        // Timing is informational: a failure to record it fails nothing.
+        if let Err(err) = write_meta(&meta, &m) {
+            tracing::warn!("could not record the base build time: {err:#}");
+        }
     } else {
         tracing::info!("using cached base {}", tarball.display());
     }
@@ -106,10 +196,138 @@ pub fn ensure(spec: &BaseSpec, arch: Arch, profile: &str, refresh: bool) -> Resu
     })
 }
 
+/// How long a cached base took to build (`<stem>.meta.json`, beside it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BaseMeta {
+    /// mmdebstrap plus compression, in seconds.
+    pub seconds: f64,
+    /// When the build finished, UTC (RFC 3339).
+    pub date: String,
+    /// 1-minute load average at the start and the end of the build.
+    pub load_start: Option<f64>,
+    pub load_end: Option<f64>,
+    pub arch: String,
+}
+
+pub fn write_meta(path: &Path, m: &BaseMeta) -> Result<()> {
+    let tmp = crate::build::partial(path);
+    let text = serde_json::to_string_pretty(m).context("encoding the base timing")?;
+    std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// `Ok(None)` when there is no meta file (a base cached before timing was
+/// recorded).
+pub fn read_meta(path: &Path) -> Result<Option<BaseMeta>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+pub fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `2026-11-23T01:02:03Z` (proleptic Gregorian, UTC).
+pub fn utc_rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Copies the keyrings (as read and checked) to a directory apt can read
+/// during the build: apt resolves `signed-by` paths on the host, not in the
+/// chroot. The image gets them under `/etc/apt/keyrings/`.
+fn stage_keyrings(sources: &[ResolvedSource]) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("hc-keyrings-")
+        .tempdir()
+        .context("creating a directory for the apt keyrings")?;
+    let p = dir.path().to_string_lossy().to_string();
+    // It goes into mmdebstrap hooks and a sed expression.
+    if p.is_empty()
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    {
+        bail!("the temporary directory {p:?} has characters the build cannot quote; set TMPDIR to a plain path such as /tmp");
+    }
+    // apt may verify as the unprivileged _apt user.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {p}"))?;
+    for s in sources {
+        let f = dir.path().join(&s.keyring_name);
+        std::fs::write(&f, &s.keyring).with_context(|| format!("writing {}", f.display()))?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting the mode of {}", f.display()))?;
+    }
+    Ok(dir)
+}
+
+/// The mmdebstrap arguments for the extra sources, their keyrings staged in
+/// `staged`: one `deb [signed-by=...]` mirror argument each (host path, for
+/// the build), then customize hooks that copy the keyrings to
+/// `/etc/apt/keyrings/` and point the image's sources.list at them.
+pub fn source_args(sources: &[ResolvedSource], staged: &str) -> (Vec<String>, Vec<String>) {
+    let mirrors = sources
+        .iter()
+        .map(|s| s.source.one_line(&format!("{staged}/{}", s.keyring_name)))
+        .collect();
+    if sources.is_empty() {
+        return (mirrors, Vec::new());
+    }
+    let mut names: Vec<String> = sources
+        .iter()
+        .map(|s| format!("{staged}/{}", s.keyring_name))
+        .collect();
+    names.sort();
+    names.dedup();
+    let list = "\"$1/etc/apt/sources.list\"";
+    let hooks = vec![
+        format!("--customize-hook=mkdir -p \"$1{KEYRINGS_DIR}\""),
+        format!("--customize-hook=copy-in {} {KEYRINGS_DIR}", names.join(" ")),
+        format!(
+            "--customize-hook=sed -i 's|\"{}/|\"{KEYRINGS_DIR}/|g' {list} && ! grep -qF '{staged}' {list}",
+            staged.replace('.', "\\.")
+        ),
+    ];
+    (mirrors, hooks)
+}
+
 fn build(
     spec: &BaseSpec,
     arch: Arch,
     recipe: &serde_json::Value,
+    sources: &[ResolvedSource],
     tarball: &Path,
     list: &Path,
 ) -> Result<()> {
@@ -131,6 +349,15 @@ fn build(
         .flatten()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
+    let staged = if sources.is_empty() {
+        None
+    } else {
+        Some(stage_keyrings(sources)?)
+    };
+    let (mirrors, source_hooks) = match &staged {
+        Some(d) => source_args(sources, &d.path().to_string_lossy()),
+        None => (Vec::new(), Vec::new()),
+    };
     let mut cmd = Command::new("mmdebstrap");
     cmd.arg(format!("--variant={}", spec.variant))
         .arg(format!("--architectures={}", arch.debian()))
@@ -141,6 +368,7 @@ fn build(
         .arg(format!("--essential-hook={ESSENTIAL_HOOK}"))
         .arg(format!("--customize-hook={CUSTOMIZE_INITRAMFS}"))
         .arg(format!("--customize-hook={CUSTOMIZE_SYSTEM}"))
+        .args(&source_hooks)
         .arg(format!(
             "--customize-hook=dpkg-query --admindir=\"$1/var/lib/dpkg\" -W -f='${{Package}}\\t${{Version}}\\n' > {}",
             list_partial.display()
@@ -154,7 +382,10 @@ fn build(
     if !pkgs.is_empty() {
         cmd.arg(format!("--include={}", pkgs.join(",")));
     }
-    cmd.arg(&spec.suite).arg(&partial_tar).arg(&spec.mirror);
+    cmd.arg(&spec.suite)
+        .arg(&partial_tar)
+        .arg(&spec.mirror)
+        .args(&mirrors);
     let t = std::time::Instant::now();
     tracing::info!(
         "building the {} base with mmdebstrap ({} packages; arm64 runs under emulation, expect minutes)",
@@ -232,5 +463,109 @@ mod tests {
         );
         let r = recipe(&a, Arch::Arm64);
         assert_eq!(r["packages"][0], "linux-image-arm64");
+        // No extra sources: no "sources" key, so existing cache keys stay.
+        assert!(r.get("sources").is_none(), "{r}");
+    }
+
+    /// A base with one extra source whose keyring holds `key`.
+    fn with_source(dir: &Path, key: &[u8]) -> BaseSpec {
+        std::fs::write(dir.join("repo.gpg"), key).expect("keyring");
+        let mut s: BaseSpec = toml::from_str(
+            "packages = [\"hello\"]\n[[sources]]\nuri = \"http://127.0.0.1:8080\"\nsuite = \"./\"\nkeyring = \"repo.gpg\"\n",
+        )
+        .expect("spec");
+        s.origin = Some(dir.join("p.toml"));
+        s
+    }
+
+    #[test]
+    fn keyring_content_is_part_of_the_key() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let a = with_source(d.path(), &[0x99, 1, 2]);
+        let ka = cache_key(&recipe(&a, Arch::Amd64));
+        let b = with_source(d.path(), &[0x99, 1, 3]);
+        let kb = cache_key(&recipe(&b, Arch::Amd64));
+        assert_ne!(ka, kb);
+        let r = recipe(&b, Arch::Amd64);
+        assert_eq!(r["sources"][0]["keyring"], "repo.gpg");
+        assert_eq!(
+            r["sources"][0]["keyring_sha256"],
+            crate::blobs::sha256_hex(&[0x99, 1, 3])
+        );
+        // lookup() agrees with recipe() and names the meta file.
+        let (e, r2, resolved) = lookup(&b, Arch::Amd64, "p").expect("lookup");
+        assert_eq!(r2, r);
+        assert_eq!(e.key, kb);
+        assert_eq!(resolved.len(), 1);
+        assert!(e
+            .meta
+            .to_string_lossy()
+            .ends_with(&format!("p-trixie-amd64-{}.meta.json", &kb[..16])));
+        // A missing keyring is an input error from lookup, a null hash in recipe.
+        std::fs::remove_file(d.path().join("repo.gpg")).expect("rm");
+        let err = lookup(&b, Arch::Amd64, "p").expect_err("no keyring");
+        assert!(crate::error::is_input_error(&err), "{err:#}");
+        assert!(recipe(&b, Arch::Amd64)["sources"][0]["keyring_sha256"].is_null());
+    }
+
+    #[test]
+    fn sources_become_mirror_lines_and_hooks() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut spec = with_source(d.path(), &[0x99, 1, 2]);
+        let mut second = spec.sources[0].clone();
+        second.uri = "http://apt.armbian.com".into();
+        second.suite = "trixie".into();
+        second.components = vec!["main".into(), "trixie-utils".into()];
+        second.architectures = vec!["arm64".into()];
+        spec.sources.push(second);
+        let resolved = spec.resolve_sources().expect("resolve");
+        let (mirrors, hooks) = source_args(&resolved, "/tmp/hc-keyrings-X1.y");
+        assert_eq!(
+            mirrors,
+            [
+                "deb [signed-by=\"/tmp/hc-keyrings-X1.y/repo.gpg\"] http://127.0.0.1:8080 ./",
+                "deb [arch=arm64 signed-by=\"/tmp/hc-keyrings-X1.y/repo.gpg\"] http://apt.armbian.com trixie main trixie-utils",
+            ]
+        );
+        assert_eq!(
+            hooks,
+            [
+                "--customize-hook=mkdir -p \"$1/etc/apt/keyrings\"",
+                // One copy of a keyring shared by two sources.
+                "--customize-hook=copy-in /tmp/hc-keyrings-X1.y/repo.gpg /etc/apt/keyrings",
+                "--customize-hook=sed -i 's|\"/tmp/hc-keyrings-X1\\.y/|\"/etc/apt/keyrings/|g' \"$1/etc/apt/sources.list\" && ! grep -qF '/tmp/hc-keyrings-X1.y' \"$1/etc/apt/sources.list\"",
+            ]
+        );
+        assert_eq!(source_args(&[], "/tmp/x"), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn meta_round_trips_and_is_optional() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("b.meta.json");
+        assert_eq!(read_meta(&p).expect("missing is fine"), None);
+        let m = BaseMeta {
+            seconds: 963.25,
+            date: utc_rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000),
+            ),
+            load_start: Some(1.5),
+            load_end: None,
+            arch: "arm64".into(),
+        };
+        write_meta(&p, &m).expect("write");
+        assert_eq!(read_meta(&p).expect("read"), Some(m));
+        assert!(!crate::build::partial(&p).exists());
+        std::fs::write(&p, "{").expect("write");
+        assert!(read_meta(&p).is_err());
+    }
+
+    #[test]
+    fn dates_are_utc_rfc3339() {
+        let at = |s: u64| utc_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_735_689_599), "2024-12-31T23:59:59Z");
+        assert_eq!(at(1_735_689_600), "2025-01-01T00:00:00Z");
     }
 }
