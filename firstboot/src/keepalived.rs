@@ -20,6 +20,8 @@ pub struct Vrrp {
     pub members: Vec<Ipv4Addr>,
     /// `a.b.c.d/prefix`.
     pub vip: String,
+    /// Health check program (CHECK_SCRIPT on a device).
+    pub check: String,
 }
 
 /// VRRP router ids are one byte; derive one from the cluster name so two
@@ -52,7 +54,7 @@ global_defs {{\n    router_id {name}\n    enable_script_security\n    script_use
 vrrp_script hc_ingress {{\n    script \"{check}\"\n    interval 1\n    timeout 2\n    fall 2\n    rise 2\n}}\n\n\
 vrrp_instance hc_vip {{\n    state BACKUP\n    nopreempt\n    interface {iface}\n    virtual_router_id {vrid}\n    priority {prio}\n    advert_int 1\n    unicast_src_ip {addr}\n    unicast_peer {{\n{peers}    }}\n    virtual_ipaddress {{\n        {vip} dev {iface}\n    }}\n    track_script {{\n        hc_ingress\n    }}\n}}\n",
         name = v.name,
-        check = CHECK_SCRIPT,
+        check = v.check,
         iface = v.interface,
         vrid = router_id(&v.cluster),
         prio = priority(&v.members, v.addr),
@@ -79,6 +81,7 @@ mod tests {
             addr: m[1],
             members: m.clone(),
             vip: "10.0.0.10/24".into(),
+            check: CHECK_SCRIPT.into(),
         };
         let c = render(&v);
         assert!(c.contains("unicast_src_ip 10.0.0.12"));
