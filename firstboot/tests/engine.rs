@@ -160,7 +160,7 @@ fn node(lan: &Lan, base: &Path, k: u8, config: &str, secret: &ClusterSecret) -> 
             "-u",
             "sh",
             "-c",
-            &format!(
+            format!(
                 "hostname {name} && exec dockerd --data-root {d}/data --exec-root {d}/exec --pidfile {d}/docker.pid -H unix://{d}/docker.sock --bridge=none --iptables=false"
             ).as_str(),
         ])
