@@ -176,10 +176,12 @@ fn cross_arm64(repo: &Path) -> Result<PathBuf> {
             .current_dir(repo),
     )
     .context("vendoring crates for the offline arm64 build")?;
+    // qemu/ is the agent's dev-dependency (engine tests): cargo needs its manifest.
     exec::run(
         Command::new("cp")
             .arg("-r")
             .arg(repo.join("firstboot"))
+            .arg(repo.join("qemu"))
             .arg(&src),
     )?;
     exec::run(Command::new("cp").arg(repo.join("Cargo.lock")).arg(&src))?;
@@ -189,7 +191,7 @@ fn cross_arm64(repo: &Path) -> Result<PathBuf> {
     let mut in_ws = false;
     for line in root_toml.lines() {
         if line.starts_with("members") {
-            ws.push_str("members = [\"firstboot\"]\n");
+            ws.push_str("members = [\"firstboot\", \"qemu\"]\n");
         } else if line.starts_with("default-members") {
             continue;
         } else {

@@ -88,11 +88,27 @@ impl Ctx<'_> {
     }
 }
 
-/// Exits the process at a named point when `HC_FAILPOINT` names it, so tests
-/// can cut power exactly after a side effect.
+/// A one-shot failpoint armed by a test on the disk copy before boot.
+pub const FAILPOINT_FILE: &str = "/etc/hc-image/failpoint";
+
+/// Exits the process at a named point when `HC_FAILPOINT` or the
+/// failpoint file names it, so tests can cut power exactly after a side
+/// effect. The file fires once (renamed to `.fired`), so the next boot
+/// proceeds; production images have no such file.
 pub fn failpoint(name: &str) {
-    if std::env::var("HC_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: exiting");
+    let from_file = || {
+        let root = std::env::var_os("HC_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+        let f = root.join(FAILPOINT_FILE.trim_start_matches('/'));
+        let armed = std::fs::read_to_string(&f).is_ok_and(|v| v.trim() == name);
+        armed && std::fs::rename(&f, f.with_extension("fired")).is_ok()
+    };
+    if std::env::var("HC_FAILPOINT").is_ok_and(|v| v == name) || from_file() {
+        journal(
+            ids::STEP_FAILED,
+            3,
+            &format!("failpoint {name}: exiting"),
+            &[("HC_FAILPOINT", name)],
+        );
         std::process::exit(99);
     }
 }

@@ -439,7 +439,8 @@ pub struct Keepalived;
 /// Members' LAN addresses in node order, this node included; remembered
 /// across boots so a node that is down stays a unicast peer.
 fn members(cx: &Ctx, l: &Lan, swarm: &str) -> Vec<Ipv4Addr> {
-    let mut known: BTreeMap<String, (u32, Ipv4Addr)> = read_json(&cx.path(MEMBERS));
+    let before: BTreeMap<String, (u32, Ipv4Addr)> = read_json(&cx.path(MEMBERS));
+    let mut known = before.clone();
     known.insert(l.mac.clone(), (order_of(&cx.config, &l.mac), l.addr));
     let file: PeerFile = read_json(&run_path(&cx.root, "peers.json"));
     for h in file.peers.peers.values() {
@@ -449,7 +450,10 @@ fn members(cx: &Ctx, l: &Lan, swarm: &str) -> Vec<Ipv4Addr> {
             }
         }
     }
-    let _ = write_json(&cx.path(MEMBERS), &known);
+    // The daemon calls this every few seconds: write the card only on change.
+    if known != before {
+        let _ = write_json(&cx.path(MEMBERS), &known);
+    }
     let mut v: Vec<(u32, String, Ipv4Addr)> =
         known.into_iter().map(|(mac, (o, a))| (o, mac, a)).collect();
     v.sort();

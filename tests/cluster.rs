@@ -1,0 +1,362 @@
+// SPDX-License-Identifier: Apache-2.0
+//! QEMU cluster tests (TCG): identical qemu-arm64 images on one bridge in a
+//! network namespace (dnsmasq as the home router) form one swarm with no
+//! controller. The test-only `test-cluster` overlay adds a command server on
+//! the private bridge and prints `HC-READY` when first boot is over.
+//!
+//! One test function runs the scenarios one after another: they each boot
+//! three or four guests, and two cores cannot run two such groups at once.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hc_qemu::{Guest, GuestOpts, Lan, LanHost, Machine};
+
+const MACS: [&str; 4] = [
+    "52:54:00:12:34:01",
+    "52:54:00:12:34:02",
+    "52:54:00:12:34:03",
+    "52:54:00:12:34:04",
+];
+const SUBNET: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 0);
+
+fn build(out: &Path, config: &Path, secret: &Path) -> PathBuf {
+    let o = Command::new(env!("CARGO_BIN_EXE_hc-image"))
+        .args(["build", "--extra-overlay", "test-cluster", "-c"])
+        .arg(config)
+        .arg("--cluster-secret")
+        .arg(secret)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("running hc-image");
+    assert!(
+        o.status.success(),
+        "build failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.join("homecloud-qemu-arm64.img")
+}
+
+fn root_offset(img: &Path) -> u64 {
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(img.with_file_name("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    m["disk"]["partitions"][1]["start"].as_u64().expect("start")
+}
+
+struct Node {
+    k: usize,
+    opts: GuestOpts,
+    guest: Option<Guest>,
+    addr: Ipv4Addr,
+}
+
+impl Node {
+    fn new(lan: &Lan, img: &Path, work: &Path, k: usize, failpoint: Option<&str>) -> Node {
+        let dir = work.join(format!("node{}", k + 1));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let disk = dir.join("disk.img");
+        hc_qemu::sparse_copy(img, &disk, 4 << 30).expect("disk copy");
+        if let Some(fp) = failpoint {
+            // Arm a one-shot failpoint in this node's root filesystem.
+            let f = dir.join("failpoint");
+            std::fs::write(&f, fp).expect("write");
+            let o = Command::new("debugfs")
+                .arg("-w")
+                .arg("-R")
+                .arg(format!("write {} /etc/hc-image/failpoint", f.display()))
+                .arg(format!("{}?offset={}", disk.display(), root_offset(img)))
+                .output()
+                .expect("debugfs");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        let addr = lan.addr(11 + k as u8);
+        lan.fixed(MACS[k], addr).expect("fixed lease");
+        let opts = GuestOpts {
+            machine: Machine::Arm64,
+            image: img.to_path_buf(),
+            workdir: dir,
+            disk_size: 4 << 30,
+            memory_mib: 1536,
+            cpus: 1,
+            mac: MACS[k].into(),
+            reuse_disk: true,
+            net: lan.net(k as u32 + 1).expect("tap"),
+        };
+        Node {
+            k,
+            opts,
+            guest: None,
+            addr,
+        }
+    }
+
+    fn start(&mut self) {
+        self.guest = Some(Guest::start(&self.opts).expect("starting QEMU"));
+    }
+
+    fn guest(&mut self) -> &mut Guest {
+        self.guest.as_mut().expect("guest running")
+    }
+
+    /// Waits for first boot to end; returns the HC-READY line's fields.
+    fn ready(&mut self, timeout: Duration) -> std::collections::BTreeMap<String, String> {
+        let line = self
+            .guest()
+            .wait_for("HC-READY", timeout)
+            .unwrap_or_else(|e| {
+                panic!("node{}: {e:#}", self.k + 1);
+            });
+        hc_qemu::fields(&line)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut g) = self.guest.take() {
+            g.kill();
+        }
+    }
+}
+
+/// Runs a shell command in a guest through the test command server.
+fn exec(lan: &Lan, addr: Ipv4Addr, cmd: &str) -> (String, i32) {
+    let mut child = lan
+        .command(&["nc", "-N", "-w", "300", &addr.to_string(), "7999"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nc");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = writeln!(i, "{cmd}");
+    }
+    let out = child.wait_with_output().expect("nc output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match text.rsplit_once("HC-EXIT ") {
+        Some((body, rc)) => (body.trim().to_string(), rc.trim().parse().unwrap_or(-1)),
+        None => (text, -1),
+    }
+}
+
+fn ok(lan: &Lan, n: &Node, cmd: &str) -> String {
+    let (out, rc) = exec(lan, n.addr, cmd);
+    assert_eq!(rc, 0, "node{}: `{cmd}` failed: {out}", n.k + 1);
+    out
+}
+
+/// Sorted `docker node ls` as this node sees it.
+fn node_ls(lan: &Lan, n: &Node) -> String {
+    let out = ok(
+        lan,
+        n,
+        "docker node ls --format '{{.Hostname}} {{.Status}} {{if .ManagerStatus}}manager{{else}}worker{{end}}'",
+    );
+    let mut l: Vec<&str> = out.lines().collect();
+    l.sort();
+    l.join("\n")
+}
+
+fn swarm_id(lan: &Lan, n: &Node) -> String {
+    ok(lan, n, "docker info --format '{{.Swarm.Cluster.ID}}'")
+}
+
+fn ping(c: &LanHost, vip: Ipv4Addr) -> bool {
+    c.command(&["ping", "-c1", "-W1", &vip.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn holder(lan: &Lan, nodes: &[&Node], vip: Ipv4Addr) -> Vec<usize> {
+    nodes
+        .iter()
+        .filter(|n| {
+            exec(lan, n.addr, "ip -4 -o addr show")
+                .0
+                .contains(&format!("inet {vip}/"))
+        })
+        .map(|n| n.k)
+        .collect()
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
+}
+
+fn config(dir: &Path, vip: Ipv4Addr) -> PathBuf {
+    let mut t = format!(
+        "schema = 1\n[cluster]\nname = \"homecloud\"\ndomain = \"home.arpa\"\n[network]\nvip = \"{vip}/24\"\n"
+    );
+    for (k, m) in MACS.iter().take(3).enumerate() {
+        t.push_str(&format!(
+            "[[nodes]]\nname = \"node{}\"\nmac = \"{m}\"\n",
+            k + 1
+        ));
+    }
+    let p = dir.join("homecloud.toml");
+    std::fs::write(&p, t).expect("config");
+    p
+}
+
+const BOOT: Duration = Duration::from_secs(1500);
+
+#[test]
+fn identical_cards_form_one_swarm_with_a_failover_vip() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::create(&format!("clu{}", std::process::id()), SUBNET).expect("lan");
+    let vip = lan.addr(10);
+    let cfg = config(work.path(), vip);
+    let secret = work.path().join("cluster.key");
+    let img = build(&work.path().join("out"), &cfg, &secret);
+    let other_secret = work.path().join("other.key");
+    let other_img = build(&work.path().join("out-other"), &cfg, &other_secret);
+    let client = lan.host("client").expect("client namespace");
+
+    // 1. Three cards powered on together.
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|k| Node::new(&lan, &img, &work.path().join("together"), k, None))
+        .collect();
+    let t0 = Instant::now();
+    eprintln!("together: powering on 3 guests, load {}", load());
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    for n in nodes.iter_mut() {
+        let f = n.ready(BOOT);
+        assert_eq!(f["agent"], "active", "node{}: {f:?}", n.k + 1);
+        assert_eq!(f["stamp"], "yes", "node{}: {f:?}", n.k + 1);
+    }
+    let ls = loop {
+        let ls = node_ls(&lan, &nodes[0]);
+        if ls.matches("Ready manager").count() == 3 {
+            break ls;
+        }
+        assert!(t0.elapsed() < BOOT, "no three Ready managers: {ls}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    eprintln!(
+        "BENCH power-on to three Ready managers: {:.0}s (load {})",
+        t0.elapsed().as_secs_f64(),
+        load()
+    );
+    let id = swarm_id(&lan, &nodes[0]);
+    for n in &nodes {
+        assert_eq!(node_ls(&lan, n), ls, "node{} sees another swarm", n.k + 1);
+        assert_eq!(swarm_id(&lan, n), id);
+        let st = ok(&lan, n, "hc status");
+        assert!(st.contains("step cluster: done"), "{st}");
+        assert!(st.contains("step keepalived: done"), "{st}");
+    }
+    // The VIP answers from a fourth namespace; kill -9 its holder's QEMU.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ping(&client, vip) {
+        assert!(Instant::now() < deadline, "VIP {vip} never answered");
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let h = holder(&lan, &refs, vip);
+    assert_eq!(h.len(), 1, "one VIP holder, not {h:?}");
+    let h = h[0];
+    nodes[h].kill();
+    let cut = Instant::now();
+    while !ping(&client, vip) {
+        assert!(
+            cut.elapsed() < Duration::from_secs(60),
+            "VIP gone after node{} died",
+            h + 1
+        );
+    }
+    let gap = cut.elapsed();
+    eprintln!(
+        "BENCH VIP failover gap after kill -9 of node{}: {} ms (load {})",
+        h + 1,
+        gap.as_millis(),
+        load()
+    );
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.k != h).collect();
+    let new = holder(&lan, &survivors, vip);
+    assert_eq!(new.len(), 1, "{new:?}");
+    // Two of three managers keep quorum: a service can still be created.
+    let s = survivors[0];
+    ok(
+        &lan,
+        s,
+        "docker service create --detach --no-resolve-image --name hc-probe hc-none:latest",
+    );
+    assert!(ok(&lan, survivors[1], "docker service ls --format '{{.Name}}'").contains("hc-probe"));
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+
+    // 2. Staggered: one card alone first, then two more; one of them loses
+    // power right after `swarm join`; a fourth card has another secret.
+    let dir = work.path().join("staggered");
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|k| {
+            let fp = (k == 2).then_some("cluster:after-join");
+            Node::new(&lan, &img, &dir, k, fp)
+        })
+        .collect();
+    let mut stranger = Node::new(&lan, &other_img, &dir, 3, None);
+    nodes[0].start();
+    let f = nodes[0].ready(BOOT);
+    assert_eq!(
+        f["stamp"], "yes",
+        "a lone node forms a one-node cluster: {f:?}"
+    );
+    let id = swarm_id(&lan, &nodes[0]);
+    assert!(!id.is_empty());
+    nodes[1].start();
+    nodes[2].start();
+    stranger.start();
+    // node3's agent exits right after joining; then the power goes.
+    let f = nodes[2].ready(BOOT);
+    assert_eq!(
+        f["agent"], "failed",
+        "the failpoint should have fired: {f:?}"
+    );
+    ok(&lan, &nodes[2], "test -f /etc/hc-image/failpoint.fired");
+    nodes[2].kill();
+    nodes[2].start();
+    let f = nodes[2].ready(BOOT);
+    assert_eq!(
+        f["stamp"], "yes",
+        "node3 converges after the power cut: {f:?}"
+    );
+    let f = nodes[1].ready(BOOT);
+    assert_eq!(f["stamp"], "yes", "{f:?}");
+    let f = stranger.ready(BOOT);
+    assert_eq!(f["agent"], "failed", "another secret must not join: {f:?}");
+    let st = ok(&lan, &stranger, "hc status");
+    assert!(
+        st.contains("does not match"),
+        "refusal not in hc status: {st}"
+    );
+    assert_eq!(
+        exec(
+            &lan,
+            stranger.addr,
+            "docker info --format '{{.Swarm.LocalNodeState}}'"
+        )
+        .0,
+        "inactive"
+    );
+    let ls = node_ls(&lan, &nodes[0]);
+    assert_eq!(ls.matches("Ready manager").count(), 3, "{ls}");
+    for n in &nodes {
+        assert_eq!(
+            swarm_id(&lan, n),
+            id,
+            "node{} is in a second swarm",
+            n.k + 1
+        );
+        assert_eq!(node_ls(&lan, n), ls);
+    }
+    stranger.kill();
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
