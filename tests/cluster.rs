@@ -23,12 +23,13 @@ const MACS: [&str; 4] = [
 ];
 const SUBNET: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 0);
 
-fn build(out: &Path, config: &Path, secret: &Path) -> PathBuf {
+/// Builds the cluster image; each `secrets` directory holds one cluster's
+/// secret, made by the first build that uses it.
+fn build(out: &Path, config: &Path, secrets: &Path) -> PathBuf {
     let o = Command::new(env!("CARGO_BIN_EXE_hc-image"))
+        .env("HC_SECRETS_DIR", secrets)
         .args(["build", "--extra-overlay", "test-cluster", "-c"])
         .arg(config)
-        .arg("--cluster-secret")
-        .arg(secret)
         .arg("--out")
         .arg(out)
         .output()
@@ -210,10 +211,12 @@ fn identical_cards_form_one_swarm_with_a_failover_vip() {
     let lan = Lan::create(&format!("clu{}", std::process::id()), SUBNET).expect("lan");
     let vip = lan.addr(10);
     let cfg = config(work.path(), vip);
-    let secret = work.path().join("cluster.key");
-    let img = build(&work.path().join("out"), &cfg, &secret);
-    let other_secret = work.path().join("other.key");
-    let other_img = build(&work.path().join("out-other"), &cfg, &other_secret);
+    let img = build(&work.path().join("out"), &cfg, &work.path().join("secrets"));
+    let other_img = build(
+        &work.path().join("out-other"),
+        &cfg,
+        &work.path().join("other-secrets"),
+    );
     let client = lan.host("client").expect("client namespace");
 
     // 1. Three cards powered on together.

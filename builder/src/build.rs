@@ -286,6 +286,18 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
             extras.push(e);
         }
     }
+    if packages.is_some() {
+        // The package base ran ldconfig, hwdb and catalog updates at build
+        // time and mmdebstrap clamped every mtime to SOURCE_DATE_EPOCH: mark
+        // /etc and /var up to date so first boot skips the
+        // ConditionNeedsUpdate= units (minutes under emulation, seconds on a card).
+        let stamp = format!(
+            "# Written by hc-image: /usr was last updated at build time.\nTIMESTAMP_NSEC={sde}000000000\n"
+        );
+        for p in ["etc/.updated", "var/.updated"] {
+            stage::add_file(&mut extras, p, stamp.clone().into_bytes(), 0o644);
+        }
+    }
     let build_json = serde_json::to_vec_pretty(&json!({
         "board": board.name,
         "image": profile.name,
