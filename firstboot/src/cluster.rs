@@ -185,6 +185,12 @@ fn wait_docker(engine: &dyn Engine) -> Result<SwarmInfo> {
     loop {
         match engine.info() {
             Ok(i) => return Ok(i),
+            // No docker CLI at all: waiting will not help.
+            Err(e) if e.starts_with("starting docker") => {
+                return Err(format!(
+                    "{e}: the image lacks the docker CLI (package docker-cli)"
+                ))
+            }
             Err(e) if std::time::Instant::now() > deadline => {
                 return Err(format!("dockerd did not answer: {e}"))
             }
