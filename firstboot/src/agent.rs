@@ -149,6 +149,17 @@ pub fn load_config(root: &Path) -> Result<HomecloudConfig> {
 
 /// One pass over the steps. Returns Ok(true) when every step is done.
 pub fn run(root: &Path, runner: &dyn Runner, steps: &[&dyn Step]) -> Result<bool> {
+    run_steps(root, runner, steps, true)
+}
+
+/// One pass over `steps`; the convergence stamp is written only when
+/// `complete` says these are all the steps (not an early subset).
+pub fn run_steps(
+    root: &Path,
+    runner: &dyn Runner,
+    steps: &[&dyn Step],
+    complete: bool,
+) -> Result<bool> {
     let mut state = State::load(root).map_err(|e| format!("reading state: {e}"))?;
     state.runs += 1;
     journal(
@@ -263,6 +274,9 @@ pub fn run(root: &Path, runner: &dyn Runner, steps: &[&dyn Step]) -> Result<bool
                 return Err(e);
             }
         }
+    }
+    if !complete {
+        return Ok(true);
     }
     let stamp = root.join("var/lib/hc-firstboot/done");
     std::fs::write(&stamp, format!("{}\n", now()))

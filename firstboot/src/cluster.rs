@@ -543,7 +543,7 @@ struct Daemon<'a> {
     secret: ClusterSecret,
     lan: Lan,
     /// Roles granted by this node, so two racing joins never make a 4th manager.
-    grants: Mutex<BTreeMap<String, bool>>,
+    grants: Mutex<BTreeMap<String, (bool, String)>>,
 }
 
 impl Daemon<'_> {
@@ -579,15 +579,26 @@ impl Daemon<'_> {
             });
         }
         let mut grants = self.grants.lock().map_err(|_| "grant table poisoned")?;
+        let name = self.name_for(&req.node)?;
         let manager = match grants.get(&req.node) {
-            Some(m) => *m,
+            Some((m, _)) => *m,
             None => {
-                let pending = grants.values().filter(|m| **m).count() as u32;
-                info.managers + pending < MANAGERS
+                // Managers in the swarm now, plus manager grants not yet
+                // joined: two racing joins never make a fourth manager.
+                let listed = engine.nodes()?;
+                let in_swarm: Vec<&str> = listed
+                    .iter()
+                    .filter(|l| l.split_whitespace().nth(1) == Some("manager"))
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                let pending = grants
+                    .values()
+                    .filter(|(m, n)| *m && !in_swarm.contains(&n.as_str()))
+                    .count();
+                ((in_swarm.len() + pending) as u32) < MANAGERS
             }
         };
-        grants.insert(req.node.clone(), manager);
-        let name = self.name_for(&req.node)?;
+        grants.insert(req.node.clone(), (manager, name.clone()));
         let token = engine.token(manager)?;
         Ok(JoinResponse::Ok {
             name,

@@ -317,10 +317,10 @@ mod tests {
         assert_eq!(decide(&me_boot, &[&boot], true), Decision::Bootstrap);
         let mut low = boot.clone();
         low.order = 0;
-        low.node = "m00".into();
+        low.node = "a0".into();
         assert_eq!(
             decide(&me_boot, &[&low], true),
-            Decision::WaitFor { node: "m00".into() }
+            Decision::WaitFor { node: "a0".into() }
         );
         assert_eq!(decide(&me, &[], false), Decision::Listen);
         assert_eq!(

@@ -19,7 +19,8 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("run") => {
             let all: [&dyn Step; 4] = [&Identity, &Network, &Cluster, &Keepalived];
-            // HC_STEPS=network,cluster runs a subset (host engine tests).
+            // HC_STEPS runs a subset: hc-identity.service runs `identity`
+            // before dockerd starts; host engine tests run the cluster steps.
             let only = std::env::var("HC_STEPS").ok();
             let steps: Vec<&dyn Step> = all
                 .into_iter()
@@ -28,7 +29,8 @@ fn main() -> ExitCode {
                         .is_none_or(|o| o.split(',').any(|n| n == s.name()))
                 })
                 .collect();
-            match agent::run(&root, &RUNNER, &steps) {
+            let complete = steps.len() == all.len();
+            match agent::run_steps(&root, &RUNNER, &steps, complete) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
