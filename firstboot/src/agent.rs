@@ -52,13 +52,24 @@ impl Runner for RealRunner {
                 .collect();
             return Err(format!(
                 "{} failed ({}): {}",
-                argv.join(" "),
+                redact(argv),
                 out.status,
                 tail.trim()
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// The command line for messages, with secrets (`--token T`) left out.
+pub fn redact(argv: &[&str]) -> String {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut hide = false;
+    for a in argv {
+        out.push(if hide { "<redacted>" } else { a });
+        hide = *a == "--token";
+    }
+    out.join(" ")
 }
 
 /// Sends one structured entry to journald, and the message to stderr.

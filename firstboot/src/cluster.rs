@@ -132,7 +132,7 @@ fn order_of(config: &HomecloudConfig, mac: &str) -> u32 {
     config
         .nodes
         .iter()
-        .position(|n| n.mac.to_lowercase() == mac)
+        .position(|n| crate::config::normalize_mac(&n.mac).as_deref() == Some(mac))
         .map_or(u32::MAX, |i| i as u32)
 }
 
@@ -140,6 +140,9 @@ fn order_of(config: &HomecloudConfig, mac: &str) -> u32 {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PeerFile {
     pub written_ms: u64,
+    /// When the daemon started listening.
+    #[serde(default)]
+    pub started_ms: u64,
     pub me: Option<Announcement>,
     pub peers: Peers,
 }
@@ -263,8 +266,9 @@ fn request_join(secret: &ClusterSecret, addr: Ipv4Addr, req: &JoinRequest) -> Re
     ch.recv_json()
 }
 
-fn adopt_name(cx: &Ctx, name: &str) -> Result<()> {
-    if cx.path(ASSIGNED_NAME).is_file() || cx.config.node_by_mac(name).is_some() {
+fn adopt_name(cx: &Ctx, mac: &str, name: &str) -> Result<()> {
+    // Listed nodes keep their configured name; an assigned one is kept once.
+    if cx.path(ASSIGNED_NAME).is_file() || cx.config.node_by_mac(mac).is_some() {
         return Ok(());
     }
     write_atomic(&cx.path(ASSIGNED_NAME), format!("{name}\n").as_bytes())?;
@@ -298,6 +302,28 @@ impl Step for Cluster {
     }
 }
 
+/// Waits for a swarm this node is already part of to become active (after
+/// a power cut right after `join`, or while managers come back).
+fn wait_active(engine: &dyn Engine) -> Result<()> {
+    let deadline = std::time::Instant::now() + env_secs("HC_DOCKER_TIMEOUT", 900);
+    loop {
+        let state = match engine.info() {
+            Ok(i) if i.state == "active" => return Ok(()),
+            Ok(i) => i.state,
+            Err(e) => e,
+        };
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "this node joined a swarm but it is not active ({state}): its managers are unreachable"
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// An ignored node is tried again after this long.
+const IGNORE_MS: u64 = 600_000;
+
 /// Discovery, election and bootstrap or join, until this node is in a swarm.
 pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
     let secret = ClusterSecret::load(&cx.root)?;
@@ -308,8 +334,9 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
         cx.runner.run(&["systemctl", "restart", "docker"])?;
         info = wait_docker(engine)?;
     }
-    if info.state == "active" {
-        return Ok(());
+    if info.state != "inactive" {
+        // Joined before (maybe cut right after): never init or join again.
+        return wait_active(engine);
     }
     set_phase(cx, "discovering")?;
     let started = uptime_ms();
@@ -317,16 +344,26 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
     let mut ignored: BTreeMap<String, u64> = BTreeMap::new();
     let mut waiting: Option<(String, u64)> = None;
     let mut join_failures = 0u32;
+    let mut not_yet = 0u32;
     loop {
         let now = uptime_ms();
+        ignored.retain(|_, at| now.saturating_sub(*at) < IGNORE_MS);
         let file: PeerFile = read_json(&run_path(&cx.root, "peers.json"));
+        // Decide only on what the daemon heard just now, over a full window
+        // of its own listening: a restarted daemon has forgotten its peers.
+        if now.saturating_sub(file.written_ms) > 3000 {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        let listening_since = started.max(file.started_ms);
         let live: Vec<&Announcement> = file
             .peers
             .live(now, LIVE_MS)
             .into_iter()
-            .filter(|a| !ignored.contains_key(&a.node))
+            // Members are never ignored: no rival swarm next to a live one.
+            .filter(|a| !ignored.contains_key(&a.node) || matches!(a.phase, Phase::Member { .. }))
             .collect();
-        let window_over = now.saturating_sub(started) >= window().as_millis() as u64;
+        let window_over = now.saturating_sub(listening_since) >= window().as_millis() as u64;
         if window_over && live.iter().all(|a| a.node == l.mac) {
             // Only announcements we cannot authenticate: say so instead of
             // forming a rival cluster next to the real one.
@@ -357,15 +394,20 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                     &format!("elected bootstrap node: creating the swarm on {}", l.addr),
                     &[],
                 );
-                engine.init(l.addr)?;
+                if let Err(e) = engine.init(l.addr) {
+                    // It may have worked anyway (a timeout on a slow card).
+                    if !engine.info().is_ok_and(|i| i.state != "inactive") {
+                        return Err(e);
+                    }
+                }
                 failpoint("cluster:after-init");
-                return Ok(());
+                return wait_active(engine);
             }
             Decision::Bootstrap => {
                 // Announce the intent, then decide again once everyone heard it.
                 set_phase(cx, "bootstrapping")?;
                 me.phase = Phase::Bootstrapping;
-                std::thread::sleep(Duration::from_secs(4));
+                std::thread::sleep(Duration::from_secs(6));
                 continue;
             }
             Decision::Join { node, addr } => {
@@ -381,13 +423,18 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                         remote,
                         swarm,
                     }) => {
-                        adopt_name(cx, &name)?;
+                        adopt_name(cx, &l.mac, &name)?;
                         if info.hostname != current_hostname(cx) {
                             cx.runner.run(&["systemctl", "restart", "docker"])?;
-                            info = wait_docker(engine)?;
+                            wait_docker(engine)?;
                         }
                         failpoint("cluster:before-join");
-                        engine.join(&token, &remote, l.addr)?;
+                        if let Err(e) = engine.join(&token, &remote, l.addr) {
+                            // "will continue in the background" on slow cards.
+                            if !engine.info().is_ok_and(|i| i.state != "inactive") {
+                                return Err(e);
+                            }
+                        }
                         failpoint("cluster:after-join");
                         journal(
                             ids::SWARM_JOINED,
@@ -398,16 +445,24 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                             ),
                             &[("HC_SWARM", &swarm)],
                         );
-                        let _ = info;
-                        return Ok(());
+                        return wait_active(engine);
                     }
                     Ok(JoinResponse::Error { message }) => {
+                        join_failures = 0;
+                        not_yet += 1;
                         eprintln!("join through {addr} ({node}) refused for now: {message}");
+                        if not_yet > 600 {
+                            return Err(format!(
+                                "{addr} kept answering \"{message}\" for 10 minutes"
+                            ));
+                        }
                     }
                     Err(e) if e.contains("does not match") => return Err(e),
                     Err(e) => {
                         join_failures += 1;
                         eprintln!("join through {addr} ({node}) failed: {e}");
+                        // Try another member for a while; members still
+                        // count, so this never leads to a second swarm.
                         if join_failures >= 20 {
                             ignored.insert(node, now);
                             join_failures = 0;
@@ -416,6 +471,11 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                 }
             }
             Decision::WaitFor { node } => {
+                if me.phase == Phase::Bootstrapping {
+                    // A lower node is bootstrapping too: let it.
+                    set_phase(cx, "discovering")?;
+                    me.phase = Phase::Discovering;
+                }
                 let since = match &waiting {
                     Some((n, t)) if *n == node => *t,
                     _ => {
@@ -423,7 +483,8 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                         now
                     }
                 };
-                // A bootstrap node that never finishes (it died) is dropped.
+                // A bootstrap node that never finishes (it died) is dropped
+                // for a while; a member is never dropped (see above).
                 if now.saturating_sub(since) > 300_000 {
                     ignored.insert(node, now);
                     waiting = None;
@@ -502,7 +563,11 @@ impl Step for Keepalived {
             .runner
             .run(&["systemctl", "is-active", "keepalived"])
             .is_ok();
-        if have == want && active {
+        // The peer list is the daemon's to keep current (members join after
+        // this step ran): this step needs the VIP configured and keepalived up.
+        let same_vip = have.lines().find(|l| l.contains(" dev "))
+            == want.lines().find(|l| l.contains(" dev "));
+        if same_vip && active {
             let peers = want
                 .lines()
                 .filter(|l| l.starts_with("        ") && !l.contains("dev"))
@@ -543,7 +608,7 @@ struct Daemon<'a> {
     secret: ClusterSecret,
     lan: Lan,
     /// Roles granted by this node, so two racing joins never make a 4th manager.
-    grants: Mutex<BTreeMap<String, (bool, String)>>,
+    grants: Mutex<BTreeMap<String, (bool, String, u64)>>,
 }
 
 impl Daemon<'_> {
@@ -561,11 +626,26 @@ impl Daemon<'_> {
                 swarm: i.cluster_id.clone(),
                 serves: i.manager,
             },
+            // Joined before but the swarm is not up (dockerd starting, or
+            // managers still coming back after a power cut): a member all
+            // the same, so nobody forms a rival swarm meanwhile.
+            _ if self.was_member() => Phase::Member {
+                swarm: String::new(),
+                serves: false,
+            },
             _ => match std::fs::read_to_string(run_path(&self.root, "phase")).as_deref() {
                 Ok("bootstrapping") => Phase::Bootstrapping,
                 _ => Phase::Discovering,
             },
         }
+    }
+
+    fn was_member(&self) -> bool {
+        crate::state::State::load(&self.root).is_ok_and(|st| {
+            st.steps
+                .get("cluster")
+                .is_some_and(|r| r.status == crate::state::Status::Done)
+        })
     }
 
     fn answer(&self, req: &JoinRequest) -> Result<JoinResponse> {
@@ -579,9 +659,12 @@ impl Daemon<'_> {
             });
         }
         let mut grants = self.grants.lock().map_err(|_| "grant table poisoned")?;
+        // A grant whose node never joined (it died) frees its slot.
+        let now = uptime_ms();
+        grants.retain(|_, (_, _, at)| now.saturating_sub(*at) < IGNORE_MS);
         let name = self.name_for(&req.node)?;
         let manager = match grants.get(&req.node) {
-            Some((m, _)) => *m,
+            Some((m, _, _)) => *m,
             None => {
                 // Managers in the swarm now, plus manager grants not yet
                 // joined: two racing joins never make a fourth manager.
@@ -593,12 +676,12 @@ impl Daemon<'_> {
                     .collect();
                 let pending = grants
                     .values()
-                    .filter(|(m, n)| *m && !in_swarm.contains(&n.as_str()))
+                    .filter(|(m, n, _)| *m && !in_swarm.contains(&n.as_str()))
                     .count();
                 ((in_swarm.len() + pending) as u32) < MANAGERS
             }
         };
-        grants.insert(req.node.clone(), (manager, name.clone()));
+        grants.insert(req.node.clone(), (manager, name.clone(), now));
         let token = engine.token(manager)?;
         Ok(JoinResponse::Ok {
             name,
@@ -703,6 +786,7 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
     let mut last_info = 0u64;
     let mut last_send = 0u64;
     let mut buf = [0u8; 4096];
+    let started_ms = uptime_ms();
     loop {
         let now = uptime_ms();
         if now.saturating_sub(last_info) >= 3000 {
@@ -722,6 +806,7 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
             last_send = now;
             let file = PeerFile {
                 written_ms: now,
+                started_ms,
                 me: Some(me),
                 peers: peers.clone(),
             };

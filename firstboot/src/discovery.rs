@@ -118,6 +118,9 @@ pub struct Heard {
     pub at_ms: u64,
     /// Highest seq per session seen from this node.
     sessions: BTreeMap<u64, u64>,
+    /// Sessions, least recently heard first.
+    #[serde(default)]
+    order: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,15 +137,19 @@ impl Peers {
             ann: ann.clone(),
             at_ms,
             sessions: BTreeMap::new(),
+            order: Vec::new(),
         });
         match e.sessions.get(&ann.session) {
             Some(&last) if ann.seq <= last => return false,
             _ => {}
         }
         e.sessions.insert(ann.session, ann.seq);
+        e.order.retain(|s| *s != ann.session);
+        e.order.push(ann.session);
         // Bounded memory: a node reboots a handful of times, not thousands.
-        while e.sessions.len() > 64 {
-            let _ = e.sessions.pop_first();
+        while e.order.len() > 64 {
+            let old = e.order.remove(0);
+            e.sessions.remove(&old);
         }
         e.ann = ann;
         e.at_ms = at_ms;
@@ -214,6 +221,10 @@ pub fn decide(me: &Announcement, heard: &[&Announcement], window_over: bool) -> 
                 node: boot.node.clone(),
             };
         }
+        return Decision::Bootstrap;
+    }
+    // Committed: nodes that show up now hear us bootstrapping and wait.
+    if me.phase == Phase::Bootstrapping {
         return Decision::Bootstrap;
     }
     if !window_over {
@@ -321,6 +332,15 @@ mod tests {
         assert_eq!(
             decide(&me_boot, &[&low], true),
             Decision::WaitFor { node: "a0".into() }
+        );
+        // A lower node that shows up while we bootstrap does not stop us
+        // (it hears us and waits), so the two never wait for each other.
+        let mut late = ann("a1", 0, Phase::Discovering);
+        late.node = "a1".into();
+        assert_eq!(decide(&me_boot, &[&late], true), Decision::Bootstrap);
+        assert_eq!(
+            decide(&late, &[&me_boot], true),
+            Decision::WaitFor { node: "m0".into() }
         );
         assert_eq!(decide(&me, &[], false), Decision::Listen);
         assert_eq!(

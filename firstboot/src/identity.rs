@@ -215,10 +215,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or("no parent directory")?;
     let tmp = dir.join(format!(
-        ".{}.hc-tmp",
+        ".{}.hc-tmp.{}",
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        std::process::id()
     ));
     let mut f =
         std::fs::File::create(&tmp).map_err(|e| format!("writing {}: {e}", tmp.display()))?;

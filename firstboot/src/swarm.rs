@@ -76,41 +76,50 @@ pub fn parse_info(json: &str) -> Result<SwarmInfo> {
     })
 }
 
+impl DockerCli<'_> {
+    /// `docker ARGS` bounded by `timeout`: a hung dockerd must not stop the
+    /// daemon's announcements or the agent forever.
+    fn docker(&self, secs: u32, args: &[&str]) -> Result<String> {
+        let t = secs.to_string();
+        let mut argv = vec!["timeout", t.as_str(), "docker"];
+        argv.extend_from_slice(args);
+        self.runner.run(&argv)
+    }
+}
+
 impl Engine for DockerCli<'_> {
     fn info(&self) -> Result<SwarmInfo> {
-        let out = self
-            .runner
-            .run(&["docker", "info", "--format", "{{json .}}"])?;
+        let out = self.docker(30, &["info", "--format", "{{json .}}"])?;
         parse_info(&out)
     }
 
     fn init(&self, addr: Ipv4Addr) -> Result<()> {
         let a = addr.to_string();
-        self.runner
-            .run(&[
-                "docker",
+        self.docker(
+            300,
+            &[
                 "swarm",
                 "init",
                 "--advertise-addr",
                 &a,
                 "--listen-addr",
                 &format!("{a}:2377"),
-            ])
-            .map(|_| ())
+            ],
+        )
+        .map(|_| ())
     }
 
     fn token(&self, manager: bool) -> Result<String> {
         let role = if manager { "manager" } else { "worker" };
-        self.runner
-            .run(&["docker", "swarm", "join-token", "-q", role])
+        self.docker(60, &["swarm", "join-token", "-q", role])
             .map(|s| s.trim().to_string())
     }
 
     fn join(&self, token: &str, remote: &str, addr: Ipv4Addr) -> Result<()> {
         let a = addr.to_string();
-        self.runner
-            .run(&[
-                "docker",
+        self.docker(
+            300,
+            &[
                 "swarm",
                 "join",
                 "--token",
@@ -120,24 +129,26 @@ impl Engine for DockerCli<'_> {
                 "--listen-addr",
                 &format!("{a}:2377"),
                 remote,
-            ])
-            .map(|_| ())
+            ],
+        )
+        .map(|_| ())
     }
 
     fn label(&self, node_id: &str, labels: &[(String, String)]) -> Result<()> {
-        let mut argv = vec!["docker".to_string(), "node".into(), "update".into()];
+        let mut argv = vec!["node".to_string(), "update".into()];
         for (k, v) in labels {
             argv.push("--label-add".into());
             argv.push(format!("{k}={v}"));
         }
         argv.push(node_id.to_string());
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        self.runner.run(&refs).map(|_| ())
+        self.docker(60, &refs).map(|_| ())
     }
 
     fn nodes(&self) -> Result<Vec<String>> {
-        let out = self.runner.run(&[
-            "docker",
+        let out = self.docker(
+            60,
+            &[
             "node",
             "ls",
             "--format",

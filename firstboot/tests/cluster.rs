@@ -17,15 +17,16 @@ struct FakeEngine {
     swarm_active: RefCell<bool>,
     keepalived_active: RefCell<bool>,
     crash_after: Option<&'static str>,
+    dead: RefCell<bool>,
 }
 
 impl FakeEngine {
+    /// The side effect happened; if the power goes now, every later call fails.
     fn crash(&self, point: &str) -> Result<String, String> {
         if self.crash_after == Some(point) {
-            Err(format!("power cut after {point}"))
-        } else {
-            Ok(String::new())
+            *self.dead.borrow_mut() = true;
         }
+        Ok(String::new())
     }
 
     fn count(&self, prefix: &str) -> usize {
@@ -39,7 +40,15 @@ impl FakeEngine {
 
 impl Runner for FakeEngine {
     fn run(&self, argv: &[&str]) -> Result<String, String> {
+        // The engine bounds docker calls with `timeout N`.
+        let argv = match argv {
+            ["timeout", _, rest @ ..] => rest,
+            _ => argv,
+        };
         let line = argv.join(" ");
+        if *self.dead.borrow() {
+            return Err(format!("power cut before {line}"));
+        }
         self.calls.borrow_mut().push(line.clone());
         match argv {
             ["docker", "info", ..] => Ok(if *self.swarm_active.borrow() {
@@ -100,18 +109,41 @@ fn device(root: &Path) {
     std::fs::create_dir_all(root.join("var/lib/hc-firstboot")).expect("mkdir");
 }
 
+/// Stands in for `hc-firstboot serve`: a fresh, empty peer list (alone on
+/// the LAN), rewritten as the daemon does, until `stop` is set.
+fn lone_daemon(
+    root: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let file = root.join("run/hc-firstboot/peers.json");
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let now = hc_firstboot::cluster::uptime_ms();
+            let text = format!("{{\"written_ms\": {now}, \"started_ms\": 0, \"me\": null, \"peers\": {{\"peers\": {{}}, \"rejected\": {{}}}}}}");
+            let _ = std::fs::create_dir_all(file.parent().expect("parent"));
+            let tmp = file.with_extension("tmp");
+            let _ = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file));
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    })
+}
+
 #[test]
 fn power_cut_after_each_side_effect_repeats_none() {
     // Alone on the LAN: elect itself after the (shortened) window.
     std::env::set_var("HC_DISCOVERY_WINDOW", "0");
+    std::env::set_var("HC_DOCKER_TIMEOUT", "3");
     for crash in [None, Some("swarm init"), Some("keepalived restart")] {
         let d = tempfile::tempdir().expect("tmp");
         device(d.path());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let daemon = lone_daemon(d.path(), stop.clone());
         let fake = FakeEngine {
             calls: RefCell::new(Vec::new()),
             swarm_active: RefCell::new(false),
             keepalived_active: RefCell::new(false),
             crash_after: crash,
+            dead: RefCell::new(false),
         };
         let steps: [&dyn Step; 3] = [&Network, &Cluster, &Keepalived];
         let first = agent::run(d.path(), &fake, &steps);
@@ -121,6 +153,7 @@ fn power_cut_after_each_side_effect_repeats_none() {
             assert!(status.contains("power cut"), "{status}");
             let again = FakeEngine {
                 crash_after: None,
+                dead: RefCell::new(false),
                 ..fake
             };
             agent::run(d.path(), &again, &steps).expect("rerun converges");
@@ -151,5 +184,7 @@ fn power_cut_after_each_side_effect_repeats_none() {
             assert!(status.contains("step cluster: done"), "{status}");
             assert!(status.contains("swarm: sw1"), "{status}");
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        daemon.join().expect("daemon thread");
     }
 }
