@@ -25,8 +25,12 @@ use crate::swarm::{DockerCli, Engine, SwarmInfo};
 const RUN_DIR: &str = "/run/hc-firstboot";
 const NAMES: &str = "/var/lib/hc-firstboot/names.json";
 const MEMBERS: &str = "/var/lib/hc-firstboot/members.json";
-/// Peers not heard for this long are gone.
-const LIVE_MS: u64 = 10_000;
+/// Peers not heard for this long are gone (a busy board can miss a few
+/// one-second announcements).
+const LIVE_MS: u64 = 15_000;
+/// A member counts for this long after it was last heard: a cluster that
+/// exists must never be mistaken for an empty LAN because of lost packets.
+const MEMBER_MS: u64 = 120_000;
 /// First three nodes manage the swarm (Raft quorum survives one loss).
 const MANAGERS: u32 = 3;
 
@@ -260,7 +264,8 @@ fn request_join(secret: &ClusterSecret, addr: Ipv4Addr, req: &JoinRequest) -> Re
     let mut ch = Channel::connect(
         SocketAddr::V4(SocketAddrV4::new(addr, channel::PORT)),
         secret,
-        Duration::from_secs(20),
+        // A manager answers after a few docker calls: seconds on a board.
+        Duration::from_secs(120),
     )?;
     ch.send_json(req)?;
     ch.recv_json()
@@ -358,10 +363,17 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
         let listening_since = started.max(file.started_ms);
         let live: Vec<&Announcement> = file
             .peers
-            .live(now, LIVE_MS)
-            .into_iter()
-            // Members are never ignored: no rival swarm next to a live one.
-            .filter(|a| !ignored.contains_key(&a.node) || matches!(a.phase, Phase::Member { .. }))
+            .peers
+            .values()
+            .filter(|h| {
+                let age = now.saturating_sub(h.at_ms);
+                match h.ann.phase {
+                    // Members are never ignored: no rival swarm next to a live one.
+                    Phase::Member { .. } => age <= MEMBER_MS,
+                    _ => age <= LIVE_MS && !ignored.contains_key(&h.ann.node),
+                }
+            })
+            .map(|h| &h.ann)
             .collect();
         let window_over = now.saturating_sub(listening_since) >= window().as_millis() as u64;
         if window_over && live.iter().all(|a| a.node == l.mac) {
@@ -719,7 +731,7 @@ impl Daemon<'_> {
     }
 
     fn serve_join(&self, stream: std::net::TcpStream) {
-        let mut ch = match Channel::accept(stream, &self.secret, Duration::from_secs(20)) {
+        let mut ch = match Channel::accept(stream, &self.secret, Duration::from_secs(120)) {
             Ok(c) => c,
             Err(e) => {
                 journal(ids::JOIN_REFUSED, 4, &format!("join channel: {e}"), &[]);
@@ -779,26 +791,35 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
     let mut session = [0u8; 8];
     getrandom::getrandom(&mut session).map_err(|e| format!("no randomness: {e}"))?;
     let session = u64::from_le_bytes(session);
-    let engine = DockerCli { runner };
+    // dockerd is polled on its own thread: a `docker` call takes seconds on
+    // a slow board (and more under emulation), announcements must not wait.
+    let info: Arc<Mutex<Option<SwarmInfo>>> = Arc::new(Mutex::new(None));
+    {
+        let d = Arc::clone(&d);
+        let info = Arc::clone(&info);
+        std::thread::spawn(move || loop {
+            let i = DockerCli { runner: d.runner }.info().ok();
+            let active = i.as_ref().is_some_and(|i| i.state == "active");
+            if let Ok(mut g) = info.lock() {
+                *g = i;
+            }
+            if active {
+                reconcile_keepalived(&d.cx());
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        });
+    }
     let mut peers = Peers::default();
     let mut seq = 0u64;
-    let mut info: Option<SwarmInfo> = None;
-    let mut last_info = 0u64;
     let mut last_send = 0u64;
     let mut buf = [0u8; 4096];
     let started_ms = uptime_ms();
     loop {
         let now = uptime_ms();
-        if now.saturating_sub(last_info) >= 3000 {
-            info = engine.info().ok();
-            last_info = now;
-            if info.as_ref().is_some_and(|i| i.state == "active") {
-                reconcile_keepalived(&d.cx());
-            }
-        }
         if now.saturating_sub(last_send) >= 1000 {
             seq += 1;
-            let mut me = me_announcement(&d.cx(), &d.lan, d.phase(info.as_ref()));
+            let current = info.lock().ok().and_then(|g| g.clone());
+            let mut me = me_announcement(&d.cx(), &d.lan, d.phase(current.as_ref()));
             me.session = session;
             me.seq = seq;
             let wire = discovery::seal(&me, &d.secret);
