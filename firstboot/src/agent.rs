@@ -208,7 +208,26 @@ pub fn run_steps(
     };
     for step in steps {
         let name = step.name();
-        match step.observe(&cx)? {
+        let observed = match step.observe(&cx) {
+            Ok(o) => o,
+            Err(e) => {
+                // Recorded like a failed apply, so `hc status` says why.
+                let r = state.step(name);
+                r.status = Status::Failed;
+                r.last_error = Some(format!("observing: {e}"));
+                state
+                    .save(root)
+                    .map_err(|e| format!("writing state: {e}"))?;
+                journal(
+                    ids::STEP_FAILED,
+                    3,
+                    &format!("step {name} failed: observing: {e}"),
+                    &[("HC_STEP", name), ("HC_ERROR", &e)],
+                );
+                return Err(e);
+            }
+        };
+        match observed {
             Observed::Done(facts) if state.step(name).status == Status::Done => {
                 journal(
                     ids::STEP_ALREADY_DONE,

@@ -517,16 +517,16 @@ pub struct Keepalived;
 
 /// Members' LAN addresses in node order, this node included; remembered
 /// across boots so a node that is down stays a unicast peer.
-fn members(cx: &Ctx, l: &Lan, swarm: &str) -> Vec<Ipv4Addr> {
+/// Members are the nodes announcing themselves as members: announcements are
+/// authenticated with this cluster's secret, so they are of this cluster.
+fn members(cx: &Ctx, l: &Lan) -> Vec<Ipv4Addr> {
     let before: BTreeMap<String, (u32, Ipv4Addr)> = read_json(&cx.path(MEMBERS));
     let mut known = before.clone();
     known.insert(l.mac.clone(), (order_of(&cx.config, &l.mac), l.addr));
     let file: PeerFile = read_json(&run_path(&cx.root, "peers.json"));
     for h in file.peers.peers.values() {
-        if let Phase::Member { swarm: s, .. } = &h.ann.phase {
-            if s == swarm {
-                known.insert(h.ann.node.clone(), (h.ann.order, h.ann.addr));
-            }
+        if let Phase::Member { .. } = &h.ann.phase {
+            known.insert(h.ann.node.clone(), (h.ann.order, h.ann.addr));
         }
     }
     // The daemon calls this every few seconds: write the card only on change.
@@ -543,9 +543,9 @@ fn desired_conf(cx: &Ctx) -> Result<Option<String>> {
     let Some(vip) = cx.config.network.vip.clone() else {
         return Ok(None);
     };
+    // No docker call here: a busy dockerd must not fail this step.
     let l = lan(cx)?.ok_or("no LAN address")?;
-    let info = DockerCli { runner: cx.runner }.info()?;
-    let members = members(cx, &l, &info.cluster_id);
+    let members = members(cx, &l);
     Ok(Some(keepalived::render(&Vrrp {
         cluster: cx.config.cluster.name.clone(),
         name: current_hostname(cx),
