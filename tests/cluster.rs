@@ -280,12 +280,13 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         assert!(st.contains("step cluster: done"), "{st}");
         assert!(st.contains("step keepalived: done"), "{st}");
     }
-    // The VIP answers from a fourth namespace; kill -9 its holder's QEMU,
-    // then bring that node back and do it again.
+    // The VIP answers from a fourth namespace; kill -9 its holder's QEMU.
+    // HC_FAILOVER_KILLS=N brings the node back and repeats, for the
+    // median/max benchmark (one kill in CI: each comeback is a boot).
     let kills: usize = std::env::var("HC_FAILOVER_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(1);
     let mut gaps = Vec::new();
     for round in 0..kills {
         let deadline = Instant::now() + Duration::from_secs(120);
