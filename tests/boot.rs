@@ -37,7 +37,9 @@ fn image() -> &'static Built {
     })
 }
 
-/// A 1 GiB guest on a 4 GiB copy of `img`.
+/// A 1 GiB guest on a 4 GiB copy of `img`. First boots start dockerd and
+/// form a one-node swarm: 10+ minutes under TCG when guests share two cores,
+/// hence the 25-minute verdict timeouts.
 fn opts(machine: Machine, img: &Path, work: &Path, mac: &str, cpus: u32) -> GuestOpts {
     GuestOpts {
         machine,
@@ -65,11 +67,11 @@ fn default_image_boots_via_uboot_extlinux_and_devices_differ() {
     let mut g1 = boot(&b.img, w1.path(), "52:54:00:12:34:01");
     let mut g2 = boot(&b.img, w2.path(), "52:54:00:12:34:02");
     let v1 = g1
-        .wait_for("HC-VERDICT", Duration::from_secs(900))
+        .wait_for("HC-VERDICT", Duration::from_secs(1500))
         .expect("guest 1 verdict");
     let t1 = g1.elapsed();
     let v2 = g2
-        .wait_for("HC-VERDICT", Duration::from_secs(900))
+        .wait_for("HC-VERDICT", Duration::from_secs(1500))
         .expect("guest 2 verdict");
     eprintln!("guest 1 verdict after {:.0}s: {v1}", t1.as_secs_f64());
     eprintln!(
@@ -134,7 +136,7 @@ fn amd64_image_boots_with_ovmf_and_systemd_boot() {
     ))
     .expect("starting QEMU");
     let v = g
-        .wait_for("HC-VERDICT", Duration::from_secs(900))
+        .wait_for("HC-VERDICT", Duration::from_secs(1500))
         .expect("verdict");
     eprintln!("amd64 verdict after {:.0}s: {v}", g.elapsed().as_secs_f64());
     let f = fields(&v);
@@ -202,7 +204,7 @@ fn malformed_config_blocks_the_agent_until_fixed() {
     };
     let mut g = Guest::start(&opts).expect("boot");
     let v = fields(
-        &g.wait_for("HC-VERDICT", Duration::from_secs(900))
+        &g.wait_for("HC-VERDICT", Duration::from_secs(1500))
             .expect("verdict"),
     );
     g.wait_exit(Duration::from_secs(120)).expect("power off");
@@ -231,7 +233,7 @@ fn malformed_config_blocks_the_agent_until_fixed() {
     );
     let mut g = Guest::start(&opts).expect("boot again");
     let v = fields(
-        &g.wait_for("HC-VERDICT", Duration::from_secs(900))
+        &g.wait_for("HC-VERDICT", Duration::from_secs(1500))
             .expect("verdict"),
     );
     g.wait_exit(Duration::from_secs(120)).expect("power off");
@@ -261,7 +263,7 @@ fn power_cut_during_first_boot_still_converges() {
     }
     let mut g = Guest::start(&opts).expect("boot after the cuts");
     let v = fields(
-        &g.wait_for("HC-VERDICT", Duration::from_secs(900))
+        &g.wait_for("HC-VERDICT", Duration::from_secs(1500))
             .expect("verdict"),
     );
     g.wait_exit(Duration::from_secs(120)).expect("power off");
