@@ -198,12 +198,18 @@ fn wait_docker(engine: &dyn Engine) -> Result<SwarmInfo> {
                     "{e}: the image lacks the docker CLI (package docker-cli)"
                 ))
             }
-            Err(e) if std::time::Instant::now() > deadline => {
+            // Past the deadline, keep waiting only while systemd is still
+            // starting dockerd (minutes when a board or emulator is busy).
+            Err(e) if std::time::Instant::now() > deadline && !engine_starting(engine) => {
                 return Err(format!("dockerd did not answer: {e}"))
             }
             Err(_) => std::thread::sleep(Duration::from_secs(2)),
         }
     }
+}
+
+fn engine_starting(engine: &dyn Engine) -> bool {
+    engine.starting()
 }
 
 fn swarm_facts(i: &SwarmInfo) -> BTreeMap<String, String> {

@@ -30,6 +30,10 @@ pub trait Engine {
     fn label(&self, node_id: &str, labels: &[(String, String)]) -> Result<()>;
     /// `hostname role status availability` per node (managers only).
     fn nodes(&self) -> Result<Vec<String>>;
+    /// Whether the service manager is still starting the engine.
+    fn starting(&self) -> bool {
+        false
+    }
 }
 
 pub struct DockerCli<'a> {
@@ -88,6 +92,19 @@ impl DockerCli<'_> {
 }
 
 impl Engine for DockerCli<'_> {
+    fn starting(&self) -> bool {
+        self.runner
+            .run(&[
+                "systemctl",
+                "show",
+                "-p",
+                "ActiveState",
+                "--value",
+                "docker.service",
+            ])
+            .is_ok_and(|s| s.trim() == "activating")
+    }
+
     fn info(&self) -> Result<SwarmInfo> {
         let out = self.docker(30, &["info", "--format", "{{json .}}"])?;
         parse_info(&out)
