@@ -212,18 +212,7 @@ pub fn run_steps(
             Ok(o) => o,
             Err(e) => {
                 // Recorded like a failed apply, so `hc status` says why.
-                let r = state.step(name);
-                r.status = Status::Failed;
-                r.last_error = Some(format!("observing: {e}"));
-                state
-                    .save(root)
-                    .map_err(|e| format!("writing state: {e}"))?;
-                journal(
-                    ids::STEP_FAILED,
-                    3,
-                    &format!("step {name} failed: observing: {e}"),
-                    &[("HC_STEP", name), ("HC_ERROR", &e)],
-                );
+                record_failure(&mut state, root, name, &format!("observing: {e}"))?;
                 return Err(e);
             }
         };
@@ -289,18 +278,7 @@ pub fn run_steps(
                 );
             }
             Err(e) => {
-                let r = state.step(name);
-                r.status = Status::Failed;
-                r.last_error = Some(e.clone());
-                state
-                    .save(root)
-                    .map_err(|e| format!("writing state: {e}"))?;
-                journal(
-                    ids::STEP_FAILED,
-                    3,
-                    &format!("step {name} failed: {e}"),
-                    &[("HC_STEP", name), ("HC_ERROR", &e)],
-                );
+                record_failure(&mut state, root, name, &e)?;
                 return Err(e);
             }
         }
@@ -313,6 +291,23 @@ pub fn run_steps(
         .map_err(|e| format!("writing {}: {e}", stamp.display()))?;
     journal(ids::CONVERGED, 5, "hc-firstboot: node converged", &[]);
     Ok(true)
+}
+
+/// Marks `name` failed with `err` in the state file and the journal.
+fn record_failure(state: &mut State, root: &Path, name: &str, err: &str) -> Result<()> {
+    let r = state.step(name);
+    r.status = Status::Failed;
+    r.last_error = Some(err.to_string());
+    state
+        .save(root)
+        .map_err(|e| format!("writing state: {e}"))?;
+    journal(
+        ids::STEP_FAILED,
+        3,
+        &format!("step {name} failed: {err}"),
+        &[("HC_STEP", name), ("HC_ERROR", err)],
+    );
+    Ok(())
 }
 
 /// `hc status`: what the agent did and what blocks it.
