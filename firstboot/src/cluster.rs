@@ -300,17 +300,29 @@ impl Step for Cluster {
     }
 
     fn observe(&self, cx: &Ctx) -> Result<Observed> {
-        let engine = DockerCli { runner: cx.runner };
-        match engine.info() {
-            Ok(i) if i.state == "active" => Ok(Observed::Done(swarm_facts(&i))),
-            _ => Ok(Observed::Pending),
-        }
+        observe_swarm(&DockerCli { runner: cx.runner })
     }
 
     fn apply(&self, cx: &Ctx) -> Result<()> {
         let engine = DockerCli { runner: cx.runner };
         converge_swarm(cx, &engine)
     }
+}
+
+/// Done once the swarm is active. A busy card can miss one `docker info`
+/// (timeout) or show `pending` for a moment, so only `inactive` is taken
+/// at its word at once; other answers are asked again for a while.
+pub fn observe_swarm(engine: &dyn Engine) -> Result<Observed> {
+    const TRIES: u32 = 10;
+    for n in 1..=TRIES {
+        match engine.info() {
+            Ok(i) if i.state == "active" => return Ok(Observed::Done(swarm_facts(&i))),
+            Ok(i) if i.state == "inactive" => return Ok(Observed::Pending),
+            _ if n < TRIES => std::thread::sleep(Duration::from_secs(3)),
+            _ => {}
+        }
+    }
+    Ok(Observed::Pending)
 }
 
 /// Waits for a swarm this node is already part of to become active (after
