@@ -300,7 +300,7 @@ impl Step for Cluster {
     }
 
     fn observe(&self, cx: &Ctx) -> Result<Observed> {
-        observe_swarm(&DockerCli { runner: cx.runner })
+        observe_swarm(&DockerCli { runner: cx.runner }, Duration::from_secs(3))
     }
 
     fn apply(&self, cx: &Ctx) -> Result<()> {
@@ -312,13 +312,13 @@ impl Step for Cluster {
 /// Done once the swarm is active. A busy card can miss one `docker info`
 /// (timeout) or show `pending` for a moment, so only `inactive` is taken
 /// at its word at once; other answers are asked again for a while.
-pub fn observe_swarm(engine: &dyn Engine) -> Result<Observed> {
+pub fn observe_swarm(engine: &dyn Engine, pause: Duration) -> Result<Observed> {
     const TRIES: u32 = 10;
     for n in 1..=TRIES {
         match engine.info() {
             Ok(i) if i.state == "active" => return Ok(Observed::Done(swarm_facts(&i))),
             Ok(i) if i.state == "inactive" => return Ok(Observed::Pending),
-            _ if n < TRIES => std::thread::sleep(Duration::from_secs(3)),
+            _ if n < TRIES => std::thread::sleep(pause),
             _ => {}
         }
     }
@@ -950,6 +950,56 @@ pub fn status_lines(root: &Path, runner: &dyn Runner) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    /// Fake engine answering `info` from a script, then `inactive`.
+    struct Scripted(RefCell<Vec<Result<&'static str>>>);
+
+    impl Engine for Scripted {
+        fn info(&self) -> Result<SwarmInfo> {
+            let next = self.0.borrow_mut().pop().unwrap_or(Ok("inactive"));
+            next.map(|state| SwarmInfo {
+                state: state.into(),
+                ..SwarmInfo::default()
+            })
+        }
+        fn init(&self, _: Ipv4Addr) -> Result<()> {
+            Err("not scripted".into())
+        }
+        fn token(&self, _: bool) -> Result<String> {
+            Err("not scripted".into())
+        }
+        fn join(&self, _: &str, _: &str, _: Ipv4Addr) -> Result<()> {
+            Err("not scripted".into())
+        }
+        fn label(&self, _: &str, _: &[(String, String)]) -> Result<()> {
+            Err("not scripted".into())
+        }
+        fn nodes(&self) -> Result<Vec<String>> {
+            Err("not scripted".into())
+        }
+    }
+
+    fn observed(script: &[Result<&'static str>]) -> bool {
+        let mut s = script.to_vec();
+        s.reverse();
+        let e = Scripted(RefCell::new(s));
+        matches!(observe_swarm(&e, Duration::ZERO), Ok(Observed::Done(_)))
+    }
+
+    #[test]
+    fn swarm_postcondition_survives_a_timeout_and_a_passing_pending() {
+        assert!(observed(&[Ok("active")]));
+        assert!(observed(&[
+            Err("timeout".into()),
+            Ok("pending"),
+            Ok("active")
+        ]));
+        // Inactive is final at once; endless errors give up.
+        assert!(!observed(&[Ok("inactive"), Ok("active")]));
+        let errors: Vec<Result<&str>> = (0..10).map(|_| Err("timeout".into())).collect();
+        assert!(!observed(&errors));
+    }
 
     #[test]
     fn ip_addr_output_parses_first_global_address() {

@@ -259,6 +259,13 @@ impl Lan {
         Ok(tap)
     }
 
+    /// Pulls (`up = false`) or plugs back the cable of the guest on `tap<k>`.
+    pub fn link(&self, k: u32, up: bool) -> Result<()> {
+        let tap = format!("tap{k}");
+        self.ip_n(&["link", "set", &tap, if up { "up" } else { "down" }])?;
+        Ok(())
+    }
+
     /// [`Lan::tap`] and the [`Net`] for a guest's `GuestOpts` to use it.
     pub fn net(&self, k: u32) -> Result<Net> {
         Ok(Net::Tap {
