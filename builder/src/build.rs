@@ -156,6 +156,18 @@ enum Base {
     Armbian(crate::armbian::Imported),
 }
 
+/// The agent built beside the base; joined on drop, so an early error does
+/// not leave its compiler running behind the process.
+struct AgentJob(Option<std::thread::JoinHandle<Result<PathBuf>>>);
+
+impl Drop for AgentJob {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            let _ = job.join();
+        }
+    }
+}
+
 pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let dirs = DataDirs::locate();
     let mut rep = Reporter::new();
@@ -176,6 +188,15 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         .into());
     }
     exec::check_host_tools()?;
+    // A cold package base is tens of minutes of emulated dpkg on about one
+    // core: the agent compiles on the other meanwhile.
+    let mut agent_job = AgentJob(
+        (profile.agent && opts.rootfs.is_none() && opts.base.is_none() && profile.base.is_some())
+            .then(|| {
+                let arch = board.arch;
+                std::thread::spawn(move || crate::agent::ensure(&crate::agent::source_root(), arch))
+            }),
+    );
     let mut packages: Option<crate::base::CachedBase> = None;
     let rootfs = match (&opts.rootfs, &opts.base, &profile.base) {
         (None, None, None) => {
@@ -262,7 +283,12 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let mut extras = stage::overlay_extras(&overlay_profile, &dirs.overlays())?;
     let mut secret_fingerprint: Option<String> = None;
     if profile.agent {
-        let bin = crate::agent::ensure(&crate::agent::source_root(), board.arch)?;
+        let bin = match agent_job.0.take() {
+            Some(job) => job
+                .join()
+                .map_err(|_| anyhow::anyhow!("the agent build thread panicked"))??,
+            None => crate::agent::ensure(&crate::agent::source_root(), board.arch)?,
+        };
         let data = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
         stage::add_file(&mut extras, "usr/libexec/hc-firstboot", data, 0o755);
         let secret = crate::secret::ensure(opts.cluster_secret.as_deref(), &config.cluster.name)?;
