@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{failpoint, ids, journal, load_config, Ctx, Observed, Result, Runner, Step};
 use crate::channel::{self, Channel};
-use crate::config::HomecloudConfig;
+use crate::config::{HomecloudConfig, Role};
 use crate::discovery::{self, decide, Announcement, Decision, Peers, Phase};
 use crate::identity::{lan_interface, write_atomic, ASSIGNED_NAME};
 use crate::keepalived::{self, Vrrp};
@@ -693,8 +693,13 @@ impl Daemon<'_> {
         let now = uptime_ms();
         grants.retain(|_, (_, _, at)| now.saturating_sub(*at) < IGNORE_MS);
         let name = self.name_for(&req.node)?;
+        let worker_only = self
+            .config
+            .node_by_mac(&req.node)
+            .is_some_and(|n| n.roles.contains(&Role::Worker));
         let manager = match grants.get(&req.node) {
             Some((m, _, _)) => *m,
+            None if worker_only => false,
             None => {
                 // Managers in the swarm now, plus manager grants not yet
                 // joined: two racing joins never make a fourth manager.
@@ -815,14 +820,20 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
     {
         let d = Arc::clone(&d);
         let info = Arc::clone(&info);
+        let mut labelled_at = 0u64;
         std::thread::spawn(move || loop {
             let i = DockerCli { runner: d.runner }.info().ok();
             let active = i.as_ref().is_some_and(|i| i.state == "active");
+            let manager = active && i.as_ref().is_some_and(|i| i.manager);
             if let Ok(mut g) = info.lock() {
                 *g = i;
             }
             if active {
                 reconcile_keepalived(&d.cx());
+            }
+            if manager && uptime_ms().saturating_sub(labelled_at) >= LABEL_MS {
+                reconcile_labels(&d.config, &DockerCli { runner: d.runner });
+                labelled_at = uptime_ms();
             }
             std::thread::sleep(Duration::from_secs(3));
         });
@@ -860,6 +871,29 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
                 Err(discovery::OpenError::BadTag { cluster, .. }) => {
                     peers.reject(cluster, from.ip().to_string(), uptime_ms());
                 }
+            }
+        }
+    }
+}
+
+/// Managers look at node labels this often.
+const LABEL_MS: u64 = 30_000;
+
+/// Gives every swarm node the labels of its roles (placement constraints of
+/// the services use them). Any manager may do it; the result is the same.
+pub fn reconcile_labels(config: &HomecloudConfig, engine: &dyn Engine) {
+    let Ok(nodes) = engine.node_labels() else {
+        return;
+    };
+    for (id, host, have) in nodes {
+        let missing: Vec<(String, String)> = config
+            .role_labels(&host)
+            .into_iter()
+            .filter(|l| !have.contains(l))
+            .collect();
+        if !missing.is_empty() {
+            if let Err(e) = engine.label(&id, &missing) {
+                eprintln!("labelling {host}: {e}");
             }
         }
     }

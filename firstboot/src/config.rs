@@ -98,6 +98,17 @@ pub enum Role {
     Ingress,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+            Role::Storage => "storage",
+            Role::Ingress => "ingress",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -469,6 +480,24 @@ impl HomecloudConfig {
     }
 
     /// The node entry for a MAC address, compared case-insensitively.
+    /// Swarm node labels for the node called `name`: `homecloud.role.<r>=true`
+    /// for each role it is given, storage and ingress when it names none (or
+    /// is not listed). Manager or worker shows in the node's swarm role.
+    pub fn role_labels(&self, name: &str) -> Vec<(String, String)> {
+        let roles = self
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.roles.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| vec![Role::Storage, Role::Ingress]);
+        roles
+            .iter()
+            .filter(|r| matches!(r, Role::Storage | Role::Ingress))
+            .map(|r| (format!("homecloud.role.{}", r.as_str()), "true".to_string()))
+            .collect()
+    }
+
     pub fn node_by_mac(&self, mac: &str) -> Option<&Node> {
         let want = normalize_mac(mac)?;
         self.nodes
@@ -526,6 +555,26 @@ impl fmt::Display for Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_labels_follow_roles_and_default_to_storage_and_ingress() {
+        let c: HomecloudConfig = toml::from_str(
+            "schema = 1\n[cluster]\nname = \"h\"\ndomain = \"home.arpa\"\n[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\n[[nodes]]\nname = \"b\"\nmac = \"52:54:00:00:00:02\"\nroles = [\"worker\", \"storage\"]\n",
+        )
+        .expect("config");
+        let l = |n: &str| -> Vec<String> {
+            c.role_labels(n)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        };
+        assert_eq!(
+            l("a"),
+            ["homecloud.role.storage=true", "homecloud.role.ingress=true"]
+        );
+        assert_eq!(l("b"), ["homecloud.role.storage=true"]);
+        assert_eq!(l("node-7"), l("a"));
+    }
     use proptest::prelude::*;
 
     const MIN: &str = "schema = 1\n[cluster]\nname = \"home\"\ndomain = \"home.arpa\"\n";

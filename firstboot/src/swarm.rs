@@ -22,6 +22,9 @@ pub struct SwarmInfo {
     pub hostname: String,
 }
 
+/// A swarm node's id, hostname and labels.
+pub type NodeLabels = (String, String, Vec<(String, String)>);
+
 pub trait Engine {
     fn info(&self) -> Result<SwarmInfo>;
     fn init(&self, addr: Ipv4Addr) -> Result<()>;
@@ -30,6 +33,10 @@ pub trait Engine {
     fn label(&self, node_id: &str, labels: &[(String, String)]) -> Result<()>;
     /// `hostname role status availability` per node (managers only).
     fn nodes(&self) -> Result<Vec<String>>;
+    /// `(node id, hostname, labels)` per node (managers only).
+    fn node_labels(&self) -> Result<Vec<NodeLabels>> {
+        Ok(Vec::new())
+    }
     /// Whether the service manager is still starting the engine.
     fn starting(&self) -> bool {
         false
@@ -162,6 +169,18 @@ impl Engine for DockerCli<'_> {
         self.docker(60, &refs).map(|_| ())
     }
 
+    fn node_labels(&self) -> Result<Vec<NodeLabels>> {
+        let ids = self.docker(60, &["node", "ls", "-q"])?;
+        let mut argv = vec![
+            "node",
+            "inspect",
+            "--format",
+            "{{.ID}} {{.Description.Hostname}} {{json .Spec.Labels}}",
+        ];
+        argv.extend(ids.split_whitespace());
+        parse_node_labels(&self.docker(60, &argv)?)
+    }
+
     fn nodes(&self) -> Result<Vec<String>> {
         let out = self.docker(
             60,
@@ -177,9 +196,45 @@ impl Engine for DockerCli<'_> {
     }
 }
 
+/// Lines of `ID HOSTNAME {"k":"v",...}` (labels may be `null`).
+pub fn parse_node_labels(out: &str) -> Result<Vec<NodeLabels>> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.trim().splitn(3, ' ');
+            let (id, host, json) = match (it.next(), it.next(), it.next()) {
+                (Some(i), Some(h), Some(j)) => (i, h, j),
+                _ => return Err(format!("docker node inspect line: {l:?}")),
+            };
+            let labels: Option<std::collections::BTreeMap<String, String>> =
+                serde_json::from_str(json).map_err(|e| format!("node labels {json:?}: {e}"))?;
+            Ok((
+                id.to_string(),
+                host.to_string(),
+                labels.unwrap_or_default().into_iter().collect(),
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_labels_parse_with_and_without_labels() {
+        let v =
+            parse_node_labels("abc node1 {\"homecloud.role.storage\":\"true\"}\ndef node-1 null\n")
+                .expect("parses");
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].1, "node1");
+        assert_eq!(
+            v[0].2,
+            vec![("homecloud.role.storage".to_string(), "true".to_string())]
+        );
+        assert!(v[1].2.is_empty());
+        assert!(parse_node_labels("abc").is_err());
+    }
 
     #[test]
     fn docker_info_parses_inactive_and_active() {

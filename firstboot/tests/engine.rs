@@ -199,7 +199,10 @@ fn three_nodes_form_one_swarm_and_the_vip_fails_over() {
     let config = format!(
         "schema = 1\n[cluster]\nname = \"enginetest\"\ndomain = \"home.arpa\"\n[network]\nvip = \"{vip}/24\"\n{}",
         (1..=3)
-            .map(|k| format!("[[nodes]]\nname = \"n{k}\"\nmac = \"52:54:00:77:00:{k:02x}\"\n"))
+            .map(|k| format!(
+                "[[nodes]]\nname = \"n{k}\"\nmac = \"52:54:00:77:00:{k:02x}\"\n{}",
+                if k == 3 { "roles = [\"manager\", \"ingress\"]\n" } else { "" }
+            ))
             .collect::<String>()
     );
     let mut nodes: Vec<Node> = (1..=3)
@@ -270,6 +273,40 @@ fn three_nodes_form_one_swarm_and_the_vip_fails_over() {
         ids.iter().all(|i| *i == ids[0] && !i.trim().is_empty()),
         "{ids:?}"
     );
+    // Managers label every node with its roles (n3 names its own).
+    let want = "n1 storage,ingress\nn2 storage,ingress\nn3 ingress";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ids = nodes[0].out(&["docker", "node", "ls", "-q"]);
+        let mut argv = vec![
+            "docker",
+            "node",
+            "inspect",
+            "--format",
+            "{{.Description.Hostname}} {{range $k, $v := .Spec.Labels}}{{$k}},{{end}}",
+        ];
+        argv.extend(ids.split_whitespace());
+        let got = nodes[0].out(&argv);
+        let mut lines: Vec<String> = got
+            .lines()
+            .map(|l| {
+                let (host, labels) = l.trim().split_once(' ').unwrap_or((l.trim(), ""));
+                // "homecloud.role.ingress,homecloud.role.storage," -> roles, storage first
+                let mut roles: Vec<&str> = labels
+                    .split(',')
+                    .filter_map(|x| x.strip_prefix("homecloud.role."))
+                    .collect();
+                roles.sort_by_key(|r| *r != "storage");
+                format!("{host} {}", roles.join(","))
+            })
+            .collect();
+        lines.sort();
+        if lines.join("\n") == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node labels: {lines:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
     // The VIP answers from a client on the LAN.
     let client = lan.host("client").expect("client");
     let ping = |c: &LanHost| {
