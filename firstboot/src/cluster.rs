@@ -344,6 +344,27 @@ fn wait_active(engine: &dyn Engine) -> Result<()> {
     }
 }
 
+/// A join that ended in `error` before the node got its identity.
+fn failed_join(i: &SwarmInfo) -> bool {
+    i.state == "error" && i.node_id.is_empty()
+}
+
+/// After `swarm join` returned (or timed out "continuing in the
+/// background"): waits until the node is active, or says why it failed.
+fn wait_joined(engine: &dyn Engine) -> Result<()> {
+    let deadline = std::time::Instant::now() + env_secs("HC_DOCKER_TIMEOUT", 900);
+    loop {
+        match engine.info() {
+            Ok(i) if i.state == "active" => return Ok(()),
+            Ok(i) if failed_join(&i) => return Err(i.error),
+            _ if std::time::Instant::now() > deadline => {
+                return Err("the join did not complete in time".into())
+            }
+            _ => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
 /// An ignored node is tried again after this long.
 const IGNORE_MS: u64 = 600_000;
 
@@ -355,6 +376,12 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
     // Docker names the swarm node after the hostname it saw when it started.
     if info.hostname != current_hostname(cx) && !current_hostname(cx).is_empty() {
         cx.runner.run(&["systemctl", "restart", "docker"])?;
+        info = wait_docker(engine)?;
+    }
+    if failed_join(&info) {
+        // A join that never completed (cut, or its certificate request
+        // timed out): nothing of a swarm is here, so start over.
+        engine.leave()?;
         info = wait_docker(engine)?;
     }
     if info.state != "inactive" {
@@ -466,6 +493,18 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                             }
                         }
                         failpoint("cluster:after-join");
+                        if let Err(e) = wait_joined(engine) {
+                            // Busy managers can miss the join's deadlines;
+                            // a later attempt usually gets through.
+                            join_failures += 1;
+                            eprintln!("join through {addr} did not complete: {e}; trying again");
+                            engine.leave()?;
+                            if join_failures >= 5 {
+                                return Err(format!("joining through {addr} failed 5 times: {e}"));
+                            }
+                            std::thread::sleep(Duration::from_secs(5));
+                            continue;
+                        }
                         journal(
                             ids::SWARM_JOINED,
                             5,
@@ -1006,6 +1045,9 @@ mod tests {
         fn join(&self, _: &str, _: &str, _: Ipv4Addr) -> Result<()> {
             Err("not scripted".into())
         }
+        fn leave(&self) -> Result<()> {
+            Err("not scripted".into())
+        }
         fn label(&self, _: &str, _: &[(String, String)]) -> Result<()> {
             Err("not scripted".into())
         }
@@ -1019,6 +1061,22 @@ mod tests {
         s.reverse();
         let e = Scripted(RefCell::new(s));
         matches!(observe_swarm(&e, Duration::ZERO), Ok(Observed::Done(_)))
+    }
+
+    #[test]
+    fn a_join_that_ended_in_error_is_told_from_a_member_with_unreachable_managers() {
+        let i = |state: &str, id: &str| SwarmInfo {
+            state: state.into(),
+            node_id: id.into(),
+            ..SwarmInfo::default()
+        };
+        assert!(failed_join(&i("error", "")));
+        assert!(!failed_join(&i("error", "abc")));
+        assert!(!failed_join(&i("pending", "")));
+        let e = Scripted(RefCell::new(vec![Ok("error"), Ok("pending")]));
+        assert!(wait_joined(&e).is_err());
+        let e = Scripted(RefCell::new(vec![Ok("active"), Ok("pending")]));
+        assert!(wait_joined(&e).is_ok());
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct SwarmInfo {
     pub nodes: u32,
     /// The daemon's idea of this host's name (set when dockerd started).
     pub hostname: String,
+    /// Why the state is `error` (e.g. a join whose certificate request timed out).
+    pub error: String,
 }
 
 /// A swarm node's id, hostname and labels.
@@ -30,6 +32,8 @@ pub trait Engine {
     fn init(&self, addr: Ipv4Addr) -> Result<()>;
     fn token(&self, manager: bool) -> Result<String>;
     fn join(&self, token: &str, remote: &str, addr: Ipv4Addr) -> Result<()>;
+    /// Gives up a join that failed (`docker swarm leave --force`).
+    fn leave(&self) -> Result<()>;
     fn label(&self, node_id: &str, labels: &[(String, String)]) -> Result<()>;
     /// `hostname role status availability` per node (managers only).
     fn nodes(&self) -> Result<Vec<String>>;
@@ -64,6 +68,7 @@ struct RawSwarm {
     managers: Option<u32>,
     nodes: Option<u32>,
     cluster: Option<RawCluster>,
+    error: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -84,6 +89,7 @@ pub fn parse_info(json: &str) -> Result<SwarmInfo> {
         managers: raw.swarm.managers.unwrap_or(0),
         nodes: raw.swarm.nodes.unwrap_or(0),
         hostname: raw.name,
+        error: raw.swarm.error,
     })
 }
 
@@ -156,6 +162,10 @@ impl Engine for DockerCli<'_> {
             ],
         )
         .map(|_| ())
+    }
+
+    fn leave(&self) -> Result<()> {
+        self.docker(120, &["swarm", "leave", "--force"]).map(|_| ())
     }
 
     fn label(&self, node_id: &str, labels: &[(String, String)]) -> Result<()> {
