@@ -864,6 +864,10 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
             let i = DockerCli { runner: d.runner }.info().ok();
             let active = i.as_ref().is_some_and(|i| i.state == "active");
             let manager = active && i.as_ref().is_some_and(|i| i.manager);
+            // For keepalived's health check: a `docker info` of its own
+            // takes seconds on a busy card, longer than the check may.
+            let state = i.as_ref().map_or("unreachable", |i| i.state.as_str());
+            let _ = write_atomic(&run_path(&d.root, "swarm-state"), state.as_bytes());
             if let Ok(mut g) = info.lock() {
                 *g = i;
             }
