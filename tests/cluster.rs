@@ -205,6 +205,37 @@ fn one_holder(lan: &Lan, client: &LanHost, nodes: &[&Node], vip: Ipv4Addr) -> us
     }
 }
 
+/// Called right after the holder was cut off (`what`): pings until the VIP
+/// answers again, prints and returns the gap in ms.
+fn failover_gap(client: &LanHost, vip: Ipv4Addr, what: &str) -> u128 {
+    let cut = Instant::now();
+    while !ping(client, vip) {
+        assert!(
+            cut.elapsed() < Duration::from_secs(60),
+            "VIP gone after {what}"
+        );
+    }
+    let gap = cut.elapsed().as_millis();
+    eprintln!(
+        "BENCH VIP failover gap after {what}: {gap} ms (load {})",
+        load()
+    );
+    gap
+}
+
+fn print_gaps(gaps: &mut [u128], over: &str) {
+    if gaps.is_empty() {
+        return;
+    }
+    gaps.sort_unstable();
+    eprintln!(
+        "BENCH VIP failover over {} {over}: median {} ms, max {} ms",
+        gaps.len(),
+        gaps[gaps.len() / 2],
+        gaps[gaps.len() - 1]
+    );
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
 }
@@ -324,33 +355,14 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         let refs: Vec<&Node> = nodes.iter().collect();
         let h = one_holder(&lan, &client, &refs, vip);
         lan.link(h as u32 + 1, false).expect("pull cable");
-        let cut = Instant::now();
-        while !ping(&client, vip) {
-            assert!(
-                cut.elapsed() < Duration::from_secs(60),
-                "VIP gone after node{}'s cable was pulled",
-                h + 1
-            );
-        }
-        let gap = cut.elapsed();
-        eprintln!(
-            "BENCH VIP failover gap after pulling node{}'s cable: {} ms (load {})",
-            h + 1,
-            gap.as_millis(),
-            load()
-        );
-        cut_gaps.push(gap.as_millis());
+        cut_gaps.push(failover_gap(
+            &client,
+            vip,
+            &format!("pulling node{}'s cable", h + 1),
+        ));
         lan.link(h as u32 + 1, true).expect("plug cable");
     }
-    if !cut_gaps.is_empty() {
-        cut_gaps.sort_unstable();
-        eprintln!(
-            "BENCH VIP failover over {} cable pulls: median {} ms, max {} ms",
-            cut_gaps.len(),
-            cut_gaps[cut_gaps.len() / 2],
-            cut_gaps[cut_gaps.len() - 1]
-        );
-    }
+    print_gaps(&mut cut_gaps, "cable pulls");
     // The VIP answers from a fourth namespace; kill -9 its holder's QEMU.
     // HC_FAILOVER_KILLS=N brings the node back and repeats, for the
     // median/max benchmark (one kill in CI: each comeback is a boot).
@@ -363,22 +375,11 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         let refs: Vec<&Node> = nodes.iter().collect();
         let h = one_holder(&lan, &client, &refs, vip);
         nodes[h].kill();
-        let cut = Instant::now();
-        while !ping(&client, vip) {
-            assert!(
-                cut.elapsed() < Duration::from_secs(60),
-                "VIP gone after node{} died",
-                h + 1
-            );
-        }
-        let gap = cut.elapsed();
-        eprintln!(
-            "BENCH VIP failover gap after kill -9 of node{}: {} ms (load {})",
-            h + 1,
-            gap.as_millis(),
-            load()
-        );
-        gaps.push(gap.as_millis());
+        gaps.push(failover_gap(
+            &client,
+            vip,
+            &format!("kill -9 of node{}", h + 1),
+        ));
         let survivors: Vec<&Node> = nodes.iter().filter(|n| n.k != h).collect();
         let new = holder(&lan, &survivors, vip);
         assert_eq!(new.len(), 1, "{new:?}");
@@ -399,13 +400,7 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
             wait_managers(&lan, &nodes[watcher], 3, Instant::now());
         }
     }
-    gaps.sort_unstable();
-    eprintln!(
-        "BENCH VIP failover over {} kills: median {} ms, max {} ms",
-        gaps.len(),
-        gaps[gaps.len() / 2],
-        gaps[gaps.len() - 1]
-    );
+    print_gaps(&mut gaps, "kills");
     for n in nodes.iter_mut() {
         n.kill();
     }
