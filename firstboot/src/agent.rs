@@ -24,6 +24,7 @@ pub mod ids {
     pub const SWARM_BOOTSTRAP: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a07";
     pub const SWARM_JOINED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a08";
     pub const JOIN_REFUSED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a09";
+    pub const SWARM_PROMOTED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a0a";
 }
 
 /// Runs external programs; tests substitute a recording fake.

@@ -20,7 +20,7 @@ use crate::discovery::{self, decide, Announcement, Decision, Peers, Phase};
 use crate::identity::{lan_interface, write_atomic, ASSIGNED_NAME};
 use crate::keepalived::{self, Vrrp};
 use crate::secret::ClusterSecret;
-use crate::swarm::{DockerCli, Engine, SwarmInfo};
+use crate::swarm::{DockerCli, Engine, Member, SwarmInfo};
 
 const RUN_DIR: &str = "/run/hc-firstboot";
 const NAMES: &str = "/var/lib/hc-firstboot/names.json";
@@ -31,8 +31,8 @@ const LIVE_MS: u64 = 15_000;
 /// A member counts for this long after it was last heard: a cluster that
 /// exists must never be mistaken for an empty LAN because of lost packets.
 const MEMBER_MS: u64 = 120_000;
-/// First three nodes manage the swarm (Raft quorum survives one loss).
-const MANAGERS: u32 = 3;
+/// Three managers: Raft quorum survives the loss of one.
+const MANAGERS: usize = 3;
 
 fn env_secs(name: &str, default: u64) -> Duration {
     Duration::from_secs(
@@ -234,7 +234,6 @@ pub struct JoinRequest {
 pub enum JoinResponse {
     Ok {
         name: String,
-        manager: bool,
         token: String,
         remote: String,
         swarm: String,
@@ -365,6 +364,30 @@ fn wait_joined(engine: &dyn Engine) -> Result<()> {
     }
 }
 
+/// `swarm init`, tried again when it failed: on a busy card raft can miss
+/// its deadline ("error updating cluster settings: context deadline
+/// exceeded", seen under emulation) and dockerd rolls the swarm back.
+fn init_swarm(engine: &dyn Engine, addr: Ipv4Addr, pause: Duration) -> Result<()> {
+    const TRIES: u32 = 4;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let Err(e) = engine.init(addr) else {
+            return Ok(());
+        };
+        match engine.info() {
+            // It worked anyway (the command timed out on a slow card).
+            Ok(i) if i.state == "active" || i.state == "pending" => return Ok(()),
+            _ if n >= TRIES => return Err(format!("swarm init failed {n} times: {e}")),
+            Ok(i) if i.state == "inactive" => {}
+            // Half made: start over.
+            _ => engine.leave()?,
+        }
+        eprintln!("swarm init failed ({e}); trying again");
+        std::thread::sleep(pause);
+    }
+}
+
 /// An ignored node is tried again after this long.
 const IGNORE_MS: u64 = 600_000;
 
@@ -451,12 +474,7 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                     &format!("elected bootstrap node: creating the swarm on {}", l.addr),
                     &[],
                 );
-                if let Err(e) = engine.init(l.addr) {
-                    // It may have worked anyway (a timeout on a slow card).
-                    if !engine.info().is_ok_and(|i| i.state != "inactive") {
-                        return Err(e);
-                    }
-                }
+                init_swarm(engine, l.addr, Duration::from_secs(5))?;
                 failpoint("cluster:after-init");
                 return wait_active(engine);
             }
@@ -475,7 +493,6 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                 match request_join(&secret, addr, &req) {
                     Ok(JoinResponse::Ok {
                         name,
-                        manager,
                         token,
                         remote,
                         swarm,
@@ -508,10 +525,7 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                         journal(
                             ids::SWARM_JOINED,
                             5,
-                            &format!(
-                                "joined swarm {swarm} through {addr} as {}",
-                                if manager { "manager" } else { "worker" }
-                            ),
+                            &format!("joined swarm {swarm} through {addr} as a worker"),
                             &[("HC_SWARM", &swarm)],
                         );
                         return wait_active(engine);
@@ -676,8 +690,6 @@ struct Daemon<'a> {
     config: HomecloudConfig,
     secret: ClusterSecret,
     lan: Lan,
-    /// Roles granted by this node, so two racing joins never make a 4th manager.
-    grants: Mutex<BTreeMap<String, (bool, String, u64)>>,
 }
 
 impl Daemon<'_> {
@@ -727,39 +739,13 @@ impl Daemon<'_> {
                 message: "this node is not a swarm manager yet".into(),
             });
         }
-        let mut grants = self.grants.lock().map_err(|_| "grant table poisoned")?;
-        // A grant whose node never joined (it died) frees its slot.
-        let now = uptime_ms();
-        grants.retain(|_, (_, _, at)| now.saturating_sub(*at) < IGNORE_MS);
         let name = self.name_for(&req.node)?;
-        let worker_only = self
-            .config
-            .node_by_mac(&req.node)
-            .is_some_and(|n| n.roles.contains(&Role::Worker));
-        let manager = match grants.get(&req.node) {
-            Some((m, _, _)) => *m,
-            None if worker_only => false,
-            None => {
-                // Managers in the swarm now, plus manager grants not yet
-                // joined: two racing joins never make a fourth manager.
-                let listed = engine.nodes()?;
-                let in_swarm: Vec<&str> = listed
-                    .iter()
-                    .filter(|l| l.split_whitespace().nth(1) == Some("manager"))
-                    .filter_map(|l| l.split_whitespace().next())
-                    .collect();
-                let pending = grants
-                    .values()
-                    .filter(|(m, n, _)| *m && !in_swarm.contains(&n.as_str()))
-                    .count();
-                ((in_swarm.len() + pending) as u32) < MANAGERS
-            }
-        };
-        grants.insert(req.node.clone(), (manager, name.clone(), now));
-        let token = engine.token(manager)?;
+        // Every node joins as a worker; the leader promotes managers
+        // (reconcile_managers), so a joiner cut mid-join never costs the
+        // swarm its quorum.
+        let token = engine.token(false)?;
         Ok(JoinResponse::Ok {
             name,
-            manager,
             token,
             remote: format!("{}:2377", self.lan.addr),
             swarm: info.cluster_id,
@@ -831,7 +817,6 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
         config,
         secret,
         lan,
-        grants: Mutex::new(BTreeMap::new()),
     });
     let listener = TcpListener::bind(("0.0.0.0", channel::PORT))
         .map_err(|e| format!("binding the join channel port {}: {e}", channel::PORT))?;
@@ -861,9 +846,15 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
         let info = Arc::clone(&info);
         let mut labelled_at = 0u64;
         std::thread::spawn(move || loop {
-            let i = DockerCli { runner: d.runner }.info().ok();
+            let i =
+                crate::swarm::api_info(&crate::swarm::socket_path(), Duration::from_secs(30)).ok();
             let active = i.as_ref().is_some_and(|i| i.state == "active");
             let manager = active && i.as_ref().is_some_and(|i| i.manager);
+            // Member counts from /info: `docker node ls` only when a
+            // promotion may be due.
+            let promote = manager
+                && i.as_ref()
+                    .is_some_and(|i| (i.managers as usize) < MANAGERS && i.nodes > i.managers);
             // For keepalived's health check: a `docker info` of its own
             // takes seconds on a busy card, longer than the check may.
             let state = i.as_ref().map_or("unreachable", |i| i.state.as_str());
@@ -873,6 +864,9 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
             }
             if active {
                 reconcile_keepalived(&d.cx());
+            }
+            if promote {
+                reconcile_managers(&d.config, &DockerCli { runner: d.runner });
             }
             if manager && uptime_ms().saturating_sub(labelled_at) >= LABEL_MS {
                 reconcile_labels(&d.config, &DockerCli { runner: d.runner });
@@ -938,6 +932,58 @@ pub fn reconcile_labels(config: &HomecloudConfig, engine: &dyn Engine) {
             if let Err(e) = engine.label(&id, &missing) {
                 eprintln!("labelling {host}: {e}");
             }
+        }
+    }
+}
+
+/// Workers the leader promotes now, best first: from one manager only two
+/// at once (two managers lose quorum as easily as one), up to three.
+/// Nodes whose roles say `worker` are never promoted.
+pub fn to_promote(config: &HomecloudConfig, members: &[Member]) -> Vec<String> {
+    let managers = members.iter().filter(|m| m.manager).count();
+    let order = |host: &str| {
+        config
+            .nodes
+            .iter()
+            .position(|n| n.name == host)
+            .unwrap_or(usize::MAX)
+    };
+    let mut cands: Vec<&Member> = members
+        .iter()
+        .filter(|m| !m.manager && m.ready)
+        .filter(|m| {
+            !config
+                .nodes
+                .iter()
+                .any(|n| n.name == m.hostname && n.roles.contains(&Role::Worker))
+        })
+        .collect();
+    cands.sort_by(|a, b| (order(&a.hostname), &a.hostname).cmp(&(order(&b.hostname), &b.hostname)));
+    let mut k = MANAGERS.saturating_sub(managers).min(cands.len());
+    if (managers + k) % 2 == 0 && k > 0 {
+        k -= 1;
+    }
+    cands[..k].iter().map(|m| m.id.clone()).collect()
+}
+
+/// Run by every manager; only the leader acts, so two managers never
+/// promote past three.
+pub fn reconcile_managers(config: &HomecloudConfig, engine: &dyn Engine) {
+    let Ok(members) = engine.members() else {
+        return;
+    };
+    if !members.iter().any(|m| m.me && m.leader) {
+        return;
+    }
+    for id in to_promote(config, &members) {
+        match engine.promote(&id) {
+            Ok(()) => journal(
+                ids::SWARM_PROMOTED,
+                5,
+                &format!("promoted swarm node {id} to manager"),
+                &[],
+            ),
+            Err(e) => eprintln!("promoting {id}: {e}"),
         }
     }
 }
@@ -1055,9 +1101,134 @@ mod tests {
         fn label(&self, _: &str, _: &[(String, String)]) -> Result<()> {
             Err("not scripted".into())
         }
-        fn nodes(&self) -> Result<Vec<String>> {
+        fn members(&self) -> Result<Vec<Member>> {
             Err("not scripted".into())
         }
+        fn promote(&self, _: &str) -> Result<()> {
+            Err("not scripted".into())
+        }
+    }
+
+    /// Fake engine whose `swarm init` fails `fails` times, as dockerd does
+    /// when raft misses its deadline: the swarm is rolled back (`inactive`).
+    struct FlakyInit {
+        fails: RefCell<u32>,
+        failed: RefCell<u32>,
+        inits: RefCell<u32>,
+    }
+
+    impl Engine for FlakyInit {
+        fn info(&self) -> Result<SwarmInfo> {
+            let active = *self.inits.borrow() > *self.failed.borrow();
+            Ok(SwarmInfo {
+                state: if active { "active" } else { "inactive" }.into(),
+                ..SwarmInfo::default()
+            })
+        }
+        fn init(&self, _: Ipv4Addr) -> Result<()> {
+            *self.inits.borrow_mut() += 1;
+            let mut f = self.fails.borrow_mut();
+            if *f > 0 {
+                *f -= 1;
+                *self.failed.borrow_mut() += 1;
+                return Err("error updating cluster settings: context deadline exceeded".into());
+            }
+            Ok(())
+        }
+        fn token(&self, _: bool) -> Result<String> {
+            Err("not scripted".into())
+        }
+        fn join(&self, _: &str, _: &str, _: Ipv4Addr) -> Result<()> {
+            Err("not scripted".into())
+        }
+        fn leave(&self) -> Result<()> {
+            Ok(())
+        }
+        fn label(&self, _: &str, _: &[(String, String)]) -> Result<()> {
+            Err("not scripted".into())
+        }
+        fn members(&self) -> Result<Vec<Member>> {
+            Err("not scripted".into())
+        }
+        fn promote(&self, _: &str) -> Result<()> {
+            Err("not scripted".into())
+        }
+    }
+
+    #[test]
+    fn a_swarm_init_that_missed_its_deadline_is_tried_again_a_bounded_number_of_times() {
+        let addr = Ipv4Addr::new(10, 0, 0, 1);
+        let e = FlakyInit {
+            fails: RefCell::new(2),
+            failed: RefCell::new(0),
+            inits: RefCell::new(0),
+        };
+        assert!(init_swarm(&e, addr, Duration::ZERO).is_ok());
+        assert_eq!(*e.inits.borrow(), 3);
+        let e = FlakyInit {
+            fails: RefCell::new(99),
+            failed: RefCell::new(0),
+            inits: RefCell::new(0),
+        };
+        let err = init_swarm(&e, addr, Duration::ZERO).expect_err("gives up");
+        assert!(err.contains("deadline"), "{err}");
+        assert_eq!(*e.inits.borrow(), 4);
+    }
+
+    fn member(id: &str, manager: bool, ready: bool) -> Member {
+        Member {
+            id: id.into(),
+            hostname: id.into(),
+            manager,
+            ready,
+            ..Member::default()
+        }
+    }
+
+    #[test]
+    fn managers_are_promoted_to_an_odd_count_of_at_most_three() {
+        let cfg = HomecloudConfig::parse(
+            "schema = 1\n[cluster]\nname = \"h\"\ndomain = \"home.arpa\"\n[network]\nvip = \"10.0.0.10/24\"\n[[nodes]]\nname = \"c\"\nmac = \"52:54:00:00:00:03\"\n[[nodes]]\nname = \"w\"\nmac = \"52:54:00:00:00:04\"\nroles = [\"worker\"]\n",
+            "test.toml",
+        )
+        .expect("config");
+        let p = |m: &[Member]| to_promote(&cfg, m);
+        // One manager, one ready worker: wait for a second one.
+        assert!(p(&[member("a", true, true), member("b", false, true)]).is_empty());
+        // Two ready workers: both at once; listed nodes first.
+        assert_eq!(
+            p(&[
+                member("a", true, true),
+                member("b", false, true),
+                member("c", false, true),
+                member("d", false, true)
+            ]),
+            ["c", "b"]
+        );
+        // A worker that is down or whose roles say worker is not a candidate.
+        assert!(p(&[
+            member("a", true, true),
+            member("b", false, false),
+            member("w", false, true)
+        ])
+        .is_empty());
+        // Two managers (one was demoted by hand): one more makes three.
+        assert_eq!(
+            p(&[
+                member("a", true, true),
+                member("b", true, true),
+                member("c", false, true)
+            ]),
+            ["c"]
+        );
+        // Three managers: never a fourth.
+        let full = [
+            member("a", true, true),
+            member("b", true, true),
+            member("c", true, true),
+            member("d", false, true),
+        ];
+        assert!(p(&full).is_empty());
     }
 
     fn observed(script: &[Result<&'static str>]) -> bool {

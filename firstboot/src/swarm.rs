@@ -27,6 +27,41 @@ pub struct SwarmInfo {
 /// A swarm node's id, hostname and labels.
 pub type NodeLabels = (String, String, Vec<(String, String)>);
 
+/// One line of `docker node ls`, as a manager sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    pub id: String,
+    pub hostname: String,
+    /// The node asking.
+    pub me: bool,
+    pub manager: bool,
+    pub leader: bool,
+    /// Status `Ready` and availability `Active`.
+    pub ready: bool,
+}
+
+/// Lines of `ID SELF HOSTNAME STATUS AVAILABILITY [MANAGER-STATUS]`.
+pub fn parse_members(out: &str) -> Result<Vec<Member>> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if !(5..=6).contains(&f.len()) {
+                return Err(format!("docker node ls line: {l:?}"));
+            }
+            let status = f.get(5).copied().unwrap_or("");
+            Ok(Member {
+                id: f[0].into(),
+                me: f[1] == "true",
+                hostname: f[2].into(),
+                ready: f[3] == "Ready" && f[4] == "Active",
+                manager: !status.is_empty(),
+                leader: status == "Leader",
+            })
+        })
+        .collect()
+}
+
 pub trait Engine {
     fn info(&self) -> Result<SwarmInfo>;
     fn init(&self, addr: Ipv4Addr) -> Result<()>;
@@ -35,8 +70,10 @@ pub trait Engine {
     /// Gives up a join that failed (`docker swarm leave --force`).
     fn leave(&self) -> Result<()>;
     fn label(&self, node_id: &str, labels: &[(String, String)]) -> Result<()>;
-    /// `hostname role status availability` per node (managers only).
-    fn nodes(&self) -> Result<Vec<String>>;
+    /// Every node of the swarm (managers only).
+    fn members(&self) -> Result<Vec<Member>>;
+    /// Makes a worker a manager (managers only).
+    fn promote(&self, node_id: &str) -> Result<()>;
     /// `(node id, hostname, labels)` per node (managers only).
     fn node_labels(&self) -> Result<Vec<NodeLabels>> {
         Ok(Vec::new())
@@ -91,6 +128,46 @@ pub fn parse_info(json: &str) -> Result<SwarmInfo> {
         hostname: raw.name,
         error: raw.swarm.error,
     })
+}
+
+/// The engine's unix socket: `DOCKER_HOST=unix://PATH` as the CLI reads it,
+/// else the default.
+pub fn socket_path() -> std::path::PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(std::path::PathBuf::from))
+        .unwrap_or_else(|| "/run/docker.sock".into())
+}
+
+/// `GET /info` over the engine's socket. The daemon's poll loop asks every
+/// few seconds; a `docker info` process each time cost an emulated board a
+/// large share of its CPU.
+pub fn api_info(socket: &std::path::Path, timeout: std::time::Duration) -> Result<SwarmInfo> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|()| s.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("socket timeout: {e}"))?;
+    // HTTP/1.0: the daemon closes the connection after the body, unchunked.
+    s.write_all(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .map_err(|e| format!("asking dockerd: {e}"))?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply)
+        .map_err(|e| format!("reading dockerd's answer: {e}"))?;
+    parse_http_info(&String::from_utf8_lossy(&reply))
+}
+
+/// The body of an HTTP reply to `GET /info`, if its status is 200.
+pub fn parse_http_info(reply: &str) -> Result<SwarmInfo> {
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .ok_or("dockerd's answer has no HTTP header")?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("dockerd answered {status}: {}", body.trim()));
+    }
+    parse_info(body)
 }
 
 impl DockerCli<'_> {
@@ -191,18 +268,20 @@ impl Engine for DockerCli<'_> {
         parse_node_labels(&self.docker(60, &argv)?)
     }
 
-    fn nodes(&self) -> Result<Vec<String>> {
-        let out = self.docker(
+    fn members(&self) -> Result<Vec<Member>> {
+        parse_members(&self.docker(
             60,
             &[
-            "node",
-            "ls",
-            "--format",
-            "{{.Hostname}} {{if .ManagerStatus}}manager{{else}}worker{{end}} {{.Status}} {{.Availability}}",
-        ])?;
-        let mut v: Vec<String> = out.lines().map(|l| l.trim().to_string()).collect();
-        v.sort();
-        Ok(v)
+                "node",
+                "ls",
+                "--format",
+                "{{.ID}} {{.Self}} {{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}",
+            ],
+        )?)
+    }
+
+    fn promote(&self, node_id: &str) -> Result<()> {
+        self.docker(120, &["node", "promote", node_id]).map(|_| ())
     }
 }
 
@@ -230,6 +309,30 @@ pub fn parse_node_labels(out: &str) -> Result<Vec<NodeLabels>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_info_reply_parses_and_errors_are_named() {
+        let ok = "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"Name\":\"n1\",\"Swarm\":{\"NodeID\":\"a\",\"LocalNodeState\":\"active\",\"ControlAvailable\":false}}\n";
+        let i = parse_http_info(ok).expect("parses");
+        assert_eq!((i.state.as_str(), i.manager), ("active", false));
+        let e = parse_http_info("HTTP/1.0 500 Internal Server Error\r\n\r\n{\"message\":\"boom\"}")
+            .expect_err("500");
+        assert!(e.contains("500") && e.contains("boom"), "{e}");
+        assert!(parse_http_info("garbage").is_err());
+    }
+
+    #[test]
+    fn node_ls_lines_parse_into_members() {
+        let m = parse_members(
+            "a1 true node1 Ready Active Leader\nb2 false node2 Ready Active\nc3 false node3 Down Active Unreachable\n",
+        )
+        .expect("parses");
+        assert_eq!(m.len(), 3);
+        assert!(m[0].me && m[0].leader && m[0].manager && m[0].ready);
+        assert!(!m[1].manager && m[1].ready && m[1].hostname == "node2");
+        assert!(m[2].manager && !m[2].leader && !m[2].ready);
+        assert!(parse_members("a1 true").is_err());
+    }
 
     #[test]
     fn node_labels_parse_with_and_without_labels() {
