@@ -624,8 +624,7 @@ fn desired_conf(cx: &Ctx) -> Result<Option<String>> {
         addr: l.addr,
         members,
         vip,
-        // Host engine tests point this at a check for their own dockerd.
-        check: std::env::var("HC_VIP_CHECK").unwrap_or_else(|_| keepalived::CHECK_SCRIPT.into()),
+        fault_file: cx.path(keepalived::FAULT_FILE).display().to_string(),
     })))
 }
 
@@ -845,6 +844,7 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
         let d = Arc::clone(&d);
         let info = Arc::clone(&info);
         let mut labelled_at = 0u64;
+        let mut fault_was = None;
         std::thread::spawn(move || loop {
             let i =
                 crate::swarm::api_info(&crate::swarm::socket_path(), Duration::from_secs(30)).ok();
@@ -855,10 +855,14 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
             let promote = manager
                 && i.as_ref()
                     .is_some_and(|i| (i.managers as usize) < MANAGERS && i.nodes > i.managers);
-            // For keepalived's health check: a `docker info` of its own
-            // takes seconds on a busy card, longer than the check may.
-            let state = i.as_ref().map_or("unreachable", |i| i.state.as_str());
-            let _ = write_atomic(&run_path(&d.root, "swarm-state"), state.as_bytes());
+            // keepalived's health input; written on change only (keepalived
+            // rereads the file on every change).
+            if fault_was != Some(!active) {
+                let f = d.cx().path(keepalived::FAULT_FILE);
+                if write_atomic(&f, if active { b"0\n" } else { b"1\n" }).is_ok() {
+                    fault_was = Some(!active);
+                }
+            }
             if let Ok(mut g) = info.lock() {
                 *g = i;
             }

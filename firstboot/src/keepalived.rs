@@ -8,7 +8,11 @@
 use std::net::Ipv4Addr;
 
 pub const CONF_PATH: &str = "/etc/keepalived/keepalived.conf";
-pub const CHECK_SCRIPT: &str = "/usr/libexec/hc-vip-check";
+/// The health of this node as a VIP holder: `0` when it may hold the VIP
+/// (dockerd answers and the node is an active swarm member), anything else
+/// when not. hc-cluster.service writes it; keepalived watches it (inotify),
+/// so no check program runs every second on a small board.
+pub const FAULT_FILE: &str = "/run/hc-firstboot/vip-fault";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vrrp {
@@ -20,8 +24,8 @@ pub struct Vrrp {
     pub members: Vec<Ipv4Addr>,
     /// `a.b.c.d/prefix`.
     pub vip: String,
-    /// Health check program (CHECK_SCRIPT on a device).
-    pub check: String,
+    /// FAULT_FILE under the agent's root.
+    pub fault_file: String,
 }
 
 /// VRRP router ids are one byte; derive one from the cluster name so two
@@ -50,11 +54,11 @@ pub fn render(v: &Vrrp) -> String {
         .collect();
     format!(
         "# Written by hc-firstboot from homecloud.toml; edits are overwritten.\n\
-global_defs {{\n    router_id {name}\n    enable_script_security\n    script_user root\n}}\n\n\
-vrrp_script hc_ingress {{\n    script \"{check}\"\n    interval 1\n    timeout 2\n    fall 2\n    rise 2\n}}\n\n\
-vrrp_instance hc_vip {{\n    state BACKUP\n    nopreempt\n    interface {iface}\n    virtual_router_id {vrid}\n    priority {prio}\n    advert_int 1\n    unicast_src_ip {addr}\n    unicast_peer {{\n{peers}    }}\n    virtual_ipaddress {{\n        {vip} dev {iface}\n    }}\n    track_script {{\n        hc_ingress\n    }}\n}}\n",
+global_defs {{\n    router_id {name}\n}}\n\n\
+track_file hc_ingress {{\n    file \"{fault}\"\n    weight 0\n    init_file 1\n}}\n\n\
+vrrp_instance hc_vip {{\n    state BACKUP\n    nopreempt\n    interface {iface}\n    virtual_router_id {vrid}\n    priority {prio}\n    advert_int 1\n    unicast_src_ip {addr}\n    unicast_peer {{\n{peers}    }}\n    virtual_ipaddress {{\n        {vip} dev {iface}\n    }}\n    track_file {{\n        hc_ingress weight 0\n    }}\n}}\n",
         name = v.name,
-        check = v.check,
+        fault = v.fault_file,
         iface = v.interface,
         vrid = router_id(&v.cluster),
         prio = priority(&v.members, v.addr),
@@ -81,7 +85,7 @@ mod tests {
             addr: m[1],
             members: m.clone(),
             vip: "10.0.0.10/24".into(),
-            check: CHECK_SCRIPT.into(),
+            fault_file: FAULT_FILE.into(),
         };
         let c = render(&v);
         assert!(c.contains("unicast_src_ip 10.0.0.12"));
@@ -90,6 +94,7 @@ mod tests {
         assert!(c.contains("priority 190"));
         assert!(c.contains("10.0.0.10/24 dev enp0s1"));
         assert!(c.contains("nopreempt"));
+        assert!(c.contains("file \"/run/hc-firstboot/vip-fault\""));
         assert_eq!(priority(&m, m[0]), 200);
         assert_ne!(router_id("home"), router_id("other"));
         assert!(router_id("x") >= 1);

@@ -48,7 +48,6 @@ impl Node {
         let mut c = self.host.command(argv);
         c.env("HC_ROOT", &self.root)
             .env("DOCKER_HOST", self.sock())
-            .env("HC_VIP_CHECK", self.dir.join("vip-check"))
             .env("HC_DISCOVERY_WINDOW", "8")
             .env("HC_DOCKER_TIMEOUT", "120")
             .env(
@@ -140,13 +139,6 @@ fn node(lan: &Lan, base: &Path, k: u8, config: &str, secret: &ClusterSecret) -> 
 'is-active keepalived') kill -0 $(cat $pid 2>/dev/null) 2>/dev/null ;;\n\
 *) echo \"systemctl shim: $* not supported\" >&2; exit 1 ;;\nesac\n",
             conf = conf.display()
-        ),
-        0o755,
-    );
-    w(
-        &dir.join("vip-check"),
-        &format!(
-            "#!/bin/sh\n[ \"$(DOCKER_HOST=unix://{d}/docker.sock timeout 2 docker info --format '{{{{.Swarm.LocalNodeState}}}}' 2>/dev/null)\" = active ]\n"
         ),
         0o755,
     );
