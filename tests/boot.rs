@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use hc_qemu::{fields, Guest, GuestOpts, Machine};
@@ -17,25 +16,23 @@ struct Built {
     img: PathBuf,
 }
 
-/// One image for every test here: building the base is the slow part.
-fn image() -> &'static Built {
-    static B: OnceLock<Built> = OnceLock::new();
-    B.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(env!("CARGO_BIN_EXE_hc-image"))
-            .args(["build", "--extra-overlay", "test-oracle", "--out"])
-            .arg(dir.path())
-            .output()
-            .expect("running hc-image");
-        assert!(
-            out.status.success(),
-            "build failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        let img = dir.path().join("homecloud-qemu-arm64.img");
-        Built { _dir: dir, img }
-    })
+/// The default image with the test oracle (one test uses it; dropped, and
+/// removed, when that test ends).
+fn image() -> Built {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_hc-image"))
+        .args(["build", "--extra-overlay", "test-oracle", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("running hc-image");
+    assert!(
+        out.status.success(),
+        "build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let img = dir.path().join("homecloud-qemu-arm64.img");
+    Built { _dir: dir, img }
 }
 
 /// A 1 GiB guest on a 4 GiB copy of `img`. First boots start dockerd and

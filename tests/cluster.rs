@@ -12,6 +12,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -264,9 +265,26 @@ struct Images {
 }
 
 /// The cluster image, and the same image built with another cluster secret.
+static IMAGES: OnceLock<Images> = OnceLock::new();
+
+/// Tests sharing IMAGES; the last one to end removes them (a static is
+/// never dropped, and each run left about 10 GB in /tmp).
+static USERS: AtomicUsize = AtomicUsize::new(2);
+
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if USERS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(im) = IMAGES.get() {
+                let _ = std::fs::remove_dir_all(im.work.path());
+            }
+        }
+    }
+}
+
 fn images() -> &'static Images {
-    static I: OnceLock<Images> = OnceLock::new();
-    I.get_or_init(|| {
+    IMAGES.get_or_init(|| {
         let work = tempfile::tempdir().expect("tempdir");
         let cfg = config(work.path(), Ipv4Addr::new(10, 80, 0, 10));
         let img = build(&work.path().join("out"), &cfg, &work.path().join("secrets"));
@@ -297,6 +315,7 @@ fn wait_managers(lan: &Lan, n: &Node, want: usize, since: Instant) -> String {
 
 #[test]
 fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
+    let _release = Release;
     let _one_group_at_a_time = serial();
     let im = images();
     let lan = Lan::create(&format!("clt{}", std::process::id()), SUBNET).expect("lan");
@@ -468,6 +487,7 @@ fn power_cuts(n: &mut Node) {
 /// with their own names, grown root filesystems, machine-ids and host keys.
 #[test]
 fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() {
+    let _release = Release;
     let _one_group_at_a_time = serial();
     let im = images();
     let lan = Lan::create(&format!("cls{}", std::process::id()), SUBNET).expect("lan");
