@@ -16,12 +16,17 @@ struct Built {
     img: PathBuf,
 }
 
-/// The default image with the test oracle (one test uses it; dropped, and
-/// removed, when that test ends).
-fn image() -> Built {
+/// An image with the test oracle: the default board with no `--board`
+/// (as a user runs `hc-image build`), else `board` (removed on drop).
+fn image(board: Option<&str>) -> Built {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_hc-image"))
-        .args(["build", "--extra-overlay", "test-oracle", "--out"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hc-image"));
+    cmd.arg("build");
+    if let Some(b) = board {
+        cmd.args(["--board", b]);
+    }
+    let out = cmd
+        .args(["--extra-overlay", "test-oracle", "--out"])
         .arg(dir.path())
         .output()
         .expect("running hc-image");
@@ -31,7 +36,9 @@ fn image() -> Built {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    let img = dir.path().join("homecloud-qemu-arm64.img");
+    let img = dir
+        .path()
+        .join(format!("homecloud-{}.img", board.unwrap_or("qemu-arm64")));
     Built { _dir: dir, img }
 }
 
@@ -54,34 +61,11 @@ fn opts(machine: Machine, img: &Path, work: &Path, mac: &str, cpus: u32) -> Gues
 
 #[test]
 fn amd64_image_boots_with_ovmf_and_systemd_boot() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_hc-image"))
-        .args([
-            "build",
-            "--board",
-            "amd64",
-            "--extra-overlay",
-            "test-oracle",
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("running hc-image");
-    assert!(
-        out.status.success(),
-        "build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let img = dir.path().join("homecloud-amd64.img");
+    let b = image(Some("amd64"));
+    let img = &b.img;
     let w = tempfile::tempdir().expect("tempdir");
-    let mut g = Guest::start(&opts(
-        Machine::Amd64,
-        &img,
-        w.path(),
-        "52:54:00:12:34:03",
-        1,
-    ))
-    .expect("starting QEMU");
+    let mut g = Guest::start(&opts(Machine::Amd64, img, w.path(), "52:54:00:12:34:03", 1))
+        .expect("starting QEMU");
     let v = g
         .wait_for("HC-VERDICT", Duration::from_secs(1500))
         .expect("verdict");
@@ -119,7 +103,7 @@ fn hcboot_offset(img: &Path) -> u64 {
 
 #[test]
 fn malformed_config_blocks_the_agent_until_fixed() {
-    let b = image();
+    let b = image(None);
     let w = tempfile::tempdir().expect("tempdir");
     let disk = w.path().join("disk.img");
     hc_qemu::sparse_copy(&b.img, &disk, 4 << 30).expect("copy");

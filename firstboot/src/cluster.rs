@@ -845,9 +845,9 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
         let info = Arc::clone(&info);
         let mut labelled_at = 0u64;
         let mut fault_was = None;
+        let socket = crate::swarm::socket_path();
         std::thread::spawn(move || loop {
-            let i =
-                crate::swarm::api_info(&crate::swarm::socket_path(), Duration::from_secs(30)).ok();
+            let i = crate::swarm::api_info(&socket, Duration::from_secs(30)).ok();
             let active = i.as_ref().is_some_and(|i| i.state == "active");
             let manager = active && i.as_ref().is_some_and(|i| i.manager);
             // Member counts from /info: `docker node ls` only when a
