@@ -56,6 +56,7 @@ fn opts(machine: Machine, img: &Path, work: &Path, mac: &str, cpus: u32) -> Gues
         mac: mac.into(),
         reuse_disk: false,
         net: hc_qemu::Net::User,
+        data_disk: None,
     }
 }
 

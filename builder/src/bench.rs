@@ -507,6 +507,7 @@ pub fn image(a: &BenchImageArgs) -> Result<()> {
             mac: "52:54:00:12:34:01".into(),
             reuse_disk: false,
             net: hc_qemu::Net::User,
+            data_disk: None,
         })?;
         let line = match g.wait_for("HC-VERDICT", BOOT_TIMEOUT) {
             Ok(l) => l,

@@ -171,6 +171,7 @@ fn run(cli: Cli) -> Result<()> {
                 mac,
                 reuse_disk: false,
                 net: hc_qemu::Net::User,
+                data_disk: None,
             };
             let disk = work.path().join("disk.img");
             hc_qemu::sparse_copy(&image, &disk, disk_size.bytes())?;

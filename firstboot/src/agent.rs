@@ -25,6 +25,9 @@ pub mod ids {
     pub const SWARM_JOINED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a08";
     pub const JOIN_REFUSED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a09";
     pub const SWARM_PROMOTED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a0a";
+    pub const CEPH_CREATED: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a0b";
+    pub const CEPH_MON: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a0c";
+    pub const CEPH_OSD: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a0d";
 }
 
 /// Runs external programs; tests substitute a recording fake.
@@ -105,14 +108,33 @@ pub const FAILPOINT_FILE: &str = "/etc/hc-image/failpoint";
 
 /// Exits the process at a named point when `HC_FAILPOINT` or the
 /// failpoint file names it, so tests can cut power exactly after a side
-/// effect. The file fires once (renamed to `.fired`), so the next boot
-/// proceeds; production images have no such file.
+/// effect. Each name in the file (one per line) fires once: it moves to
+/// `failpoint.fired`, so the next boot proceeds; production images have no
+/// such file.
 pub fn failpoint(name: &str) {
     let from_file = || {
         let root = std::env::var_os("HC_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
         let f = root.join(FAILPOINT_FILE.trim_start_matches('/'));
-        let armed = std::fs::read_to_string(&f).is_ok_and(|v| v.trim() == name);
-        armed && std::fs::rename(&f, f.with_extension("fired")).is_ok()
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            return false;
+        };
+        if !text.lines().any(|l| l.trim() == name) {
+            return false;
+        }
+        let rest: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && *l != name)
+            .collect();
+        let fired = f.with_extension("fired");
+        let before = std::fs::read_to_string(&fired).unwrap_or_default();
+        let recorded = std::fs::write(&fired, format!("{before}{name}\n")).is_ok();
+        let consumed = if rest.is_empty() {
+            std::fs::remove_file(&f).is_ok()
+        } else {
+            std::fs::write(&f, format!("{}\n", rest.join("\n"))).is_ok()
+        };
+        recorded && consumed
     };
     if std::env::var("HC_FAILPOINT").is_ok_and(|v| v == name) || from_file() {
         journal(

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{failpoint, ids, journal, load_config, Ctx, Observed, Result, Runner, Step};
+use crate::ceph::{self, Material};
 use crate::channel::{self, Channel};
 use crate::config::{HomecloudConfig, Role};
 use crate::discovery::{self, decide, Announcement, Decision, Peers, Phase};
@@ -61,11 +62,11 @@ pub fn uptime_ms() -> u64 {
         .map_or(0, |s| (s * 1000.0) as u64)
 }
 
-fn run_path(root: &Path, name: &str) -> PathBuf {
+pub(crate) fn run_path(root: &Path, name: &str) -> PathBuf {
     root.join(RUN_DIR.trim_start_matches('/')).join(name)
 }
 
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
@@ -73,7 +74,7 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     write_atomic(path, &b)
 }
 
-fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> T {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> T {
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -90,7 +91,7 @@ pub struct Lan {
     pub broadcast: Ipv4Addr,
 }
 
-fn lan(cx: &Ctx) -> Result<Option<Lan>> {
+pub(crate) fn lan(cx: &Ctx) -> Result<Option<Lan>> {
     let (iface, mac) = match &cx.config.network.interface {
         Some(i) => {
             let m = std::fs::read_to_string(cx.path(&format!("/sys/class/net/{i}/address")))
@@ -227,7 +228,21 @@ fn swarm_facts(i: &SwarmInfo) -> BTreeMap<String, String> {
 pub struct JoinRequest {
     pub node: String,
     pub addr: Ipv4Addr,
+    #[serde(default)]
+    pub want: Want,
 }
+
+/// What a joiner asks for: the swarm token, or (a member) the Ceph cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Want {
+    #[default]
+    Swarm,
+    Ceph,
+}
+
+/// A member's answer when it has no Ceph cluster to hand out yet.
+const NO_CEPH_YET: &str = "no Ceph cluster here yet";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
@@ -237,6 +252,9 @@ pub enum JoinResponse {
         token: String,
         remote: String,
         swarm: String,
+    },
+    Ceph {
+        material: Material,
     },
     Error {
         message: String,
@@ -276,6 +294,36 @@ fn request_join(secret: &ClusterSecret, addr: Ipv4Addr, req: &JoinRequest) -> Re
     ch.recv_json()
 }
 
+/// Members' addresses in node order, as their announcements say.
+pub(crate) fn member_addrs(cx: &Ctx, l: &Lan) -> Vec<Ipv4Addr> {
+    let file: PeerFile = read_json(&run_path(&cx.root, "peers.json"));
+    let mut v: Vec<(u32, Ipv4Addr)> = file
+        .peers
+        .peers
+        .values()
+        .filter(|h| matches!(h.ann.phase, Phase::Member { .. }) && h.ann.addr != l.addr)
+        .map(|h| (h.ann.order, h.ann.addr))
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, a)| a).collect()
+}
+
+/// Asks a member for the Ceph cluster's fsid, keys and monitors.
+pub(crate) fn request_ceph(cx: &Ctx, addr: Ipv4Addr, l: &Lan) -> Result<Option<Material>> {
+    let secret = ClusterSecret::load(&cx.root)?;
+    let req = JoinRequest {
+        node: l.mac.clone(),
+        addr: l.addr,
+        want: Want::Ceph,
+    };
+    match request_join(&secret, addr, &req)? {
+        JoinResponse::Ceph { material } => Ok(Some(material)),
+        JoinResponse::Error { message } if message == NO_CEPH_YET => Ok(None),
+        JoinResponse::Error { message } => Err(message),
+        JoinResponse::Ok { .. } => Err("answered with a swarm token".into()),
+    }
+}
+
 fn adopt_name(cx: &Ctx, mac: &str, name: &str) -> Result<()> {
     // Listed nodes keep their configured name; an assigned one is kept once.
     if cx.path(ASSIGNED_NAME).is_file() || cx.config.node_by_mac(mac).is_some() {
@@ -287,7 +335,7 @@ fn adopt_name(cx: &Ctx, mac: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn current_hostname(cx: &Ctx) -> String {
+pub(crate) fn current_hostname(cx: &Ctx) -> String {
     std::fs::read_to_string(cx.path("/proc/sys/kernel/hostname"))
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
@@ -454,6 +502,7 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                     let req = JoinRequest {
                         node: l.mac.clone(),
                         addr: l.addr,
+                        want: Want::Swarm,
                     };
                     if let Err(e) = request_join(&secret, a, &req) {
                         if e.contains("does not match") {
@@ -474,6 +523,8 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                     &format!("elected bootstrap node: creating the swarm on {}", l.addr),
                     &[],
                 );
+                // Before init: whoever creates the swarm creates Ceph too.
+                write_atomic(&cx.path(ceph::FOUNDER), b"")?;
                 init_swarm(engine, l.addr, Duration::from_secs(5))?;
                 failpoint("cluster:after-init");
                 return wait_active(engine);
@@ -489,6 +540,7 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                 let req = JoinRequest {
                     node: l.mac.clone(),
                     addr: l.addr,
+                    want: Want::Swarm,
                 };
                 match request_join(&secret, addr, &req) {
                     Ok(JoinResponse::Ok {
@@ -501,6 +553,12 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                         if info.hostname != current_hostname(cx) {
                             cx.runner.run(&["systemctl", "restart", "docker"])?;
                             wait_docker(engine)?;
+                        }
+                        // A joiner founds nothing (it may have meant to, once).
+                        let f = cx.path(ceph::FOUNDER);
+                        if f.exists() {
+                            std::fs::remove_file(&f)
+                                .map_err(|e| format!("removing {}: {e}", f.display()))?;
                         }
                         failpoint("cluster:before-join");
                         if let Err(e) = engine.join(&token, &remote, l.addr) {
@@ -529,6 +587,9 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                             &[("HC_SWARM", &swarm)],
                         );
                         return wait_active(engine);
+                    }
+                    Ok(JoinResponse::Ceph { .. }) => {
+                        return Err(format!("{addr} answered a swarm join with Ceph keys"))
                     }
                     Ok(JoinResponse::Error { message }) => {
                         join_failures = 0;
@@ -729,6 +790,14 @@ impl Daemon<'_> {
     }
 
     fn answer(&self, req: &JoinRequest) -> Result<JoinResponse> {
+        if req.want == Want::Ceph {
+            return Ok(match ceph::material_for_joiner(&self.cx()) {
+                Some(material) => JoinResponse::Ceph { material },
+                None => JoinResponse::Error {
+                    message: NO_CEPH_YET.into(),
+                },
+            });
+        }
         let engine = DockerCli {
             runner: self.runner,
         };
@@ -877,6 +946,25 @@ pub fn serve(root: &Path, runner: &'static (dyn Runner + Sync)) -> Result<()> {
                 labelled_at = uptime_ms();
             }
             std::thread::sleep(Duration::from_secs(3));
+        });
+    }
+    std::thread::spawn(|| {
+        if let Err(e) = crate::timesync::serve() {
+            eprintln!("{e}");
+        }
+    });
+    {
+        // Ceph calls take seconds (more under emulation): their own thread.
+        let d = Arc::clone(&d);
+        let info = Arc::clone(&info);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(20));
+            let manager = info
+                .lock()
+                .ok()
+                .and_then(|g| g.as_ref().map(|i| i.state == "active" && i.manager))
+                .unwrap_or(false);
+            ceph::reconcile(&d.cx(), manager);
         });
     }
     let mut peers = Peers::default();

@@ -3,6 +3,7 @@
 //! model it shares with the image builder (build host).
 
 pub mod agent;
+pub mod ceph;
 pub mod channel;
 pub mod cluster;
 pub mod config;
@@ -13,3 +14,4 @@ pub mod keepalived;
 pub mod secret;
 pub mod state;
 pub mod swarm;
+pub mod timesync;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hc_firstboot::agent::{self, RealRunner, Step};
+use hc_firstboot::ceph::{self, Ceph};
 use hc_firstboot::cluster::{self, Cluster, Keepalived, Network};
 use hc_firstboot::identity::Identity;
 
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     let root = std::env::var_os("HC_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
     match args.first().map(String::as_str) {
         Some("run") => {
-            let all: [&dyn Step; 4] = [&Identity, &Network, &Cluster, &Keepalived];
+            let all: [&dyn Step; 5] = [&Identity, &Network, &Cluster, &Keepalived, &Ceph];
             // HC_STEPS runs a subset: hc-identity.service runs `identity`
             // before dockerd starts; host engine tests run the cluster steps.
             let only = std::env::var("HC_STEPS").ok();
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Some("status") => {
             print!("{}", agent::status(&root));
             print!("{}", cluster::status_lines(&root, &RUNNER));
+            print!("{}", ceph::status(&root, &RUNNER));
             ExitCode::SUCCESS
         }
         _ => {

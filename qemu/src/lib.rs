@@ -88,6 +88,9 @@ pub struct GuestOpts {
     pub reuse_disk: bool,
     /// The NIC's network: QEMU user networking, or a tap on a [`Lan`].
     pub net: Net,
+    /// Size of a second, empty disk (`data.img` in `workdir`, kept across
+    /// boots): the guest's `/dev/vdb`, a data disk such as a Ceph OSD's.
+    pub data_disk: Option<u64>,
 }
 
 pub struct Guest {
@@ -137,6 +140,15 @@ impl Guest {
         let console = o.workdir.join("console.log");
         if !(o.reuse_disk && disk.is_file()) {
             sparse_copy(&o.image, &disk, o.disk_size)?;
+        }
+        if let Some(size) = o.data_disk {
+            let data = o.workdir.join("data.img");
+            if !data.is_file() {
+                let f =
+                    File::create(&data).with_context(|| format!("creating {}", data.display()))?;
+                f.set_len(size)
+                    .with_context(|| format!("sizing {}", data.display()))?;
+            }
         }
         let mut cmd = Self::command(o, &disk)?;
         cmd.arg("-serial")
@@ -191,8 +203,14 @@ impl Guest {
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
             .arg("-drive")
             .arg(format!("if=none,id=hd0,format=raw,file={}", disk.display()))
-            .args(["-device", "virtio-blk-pci,drive=hd0"])
-            .arg("-netdev")
+            .args(["-device", "virtio-blk-pci,drive=hd0"]);
+        if o.data_disk.is_some() {
+            let data = o.workdir.join("data.img");
+            c.arg("-drive")
+                .arg(format!("if=none,id=hd1,format=raw,file={}", data.display()))
+                .args(["-device", "virtio-blk-pci,drive=hd1"]);
+        }
+        c.arg("-netdev")
             .arg(match &o.net {
                 // restrict=on: DHCP from QEMU, but no traffic leaves the guest.
                 Net::User => "user,id=n0,restrict=on".to_string(),

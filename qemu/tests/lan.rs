@@ -210,6 +210,7 @@ fn guest_on_tap_gets_a_lease_from_dnsmasq() {
         mac: "52:54:00:77:04:0a".into(),
         reuse_disk: false,
         net,
+        data_disk: None,
     };
     let cmd = ok(Guest::command(&opts, &work.join("disk.img")));
     let args: Vec<String> = cmd
