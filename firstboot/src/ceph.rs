@@ -733,8 +733,27 @@ fn storage_node(cx: &Ctx) -> bool {
         .is_none_or(|n| n.roles.is_empty() || n.roles.contains(&Role::Storage))
 }
 
+/// Mount points on `dev` and its partitions, from `lsblk -n -o MOUNTPOINT`.
+pub fn mountpoints(lsblk: &str) -> Vec<String> {
+    lsblk
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Refusals are decided before anything is written to the disk.
 fn refusal(cx: &Ctx, dev: &str, m: &Material, uuid: &str) -> Result<Option<String>> {
+    // The system disk (or any disk in use) never, whatever `wipe` says:
+    // on a PC, /dev/sda is usually the boot disk.
+    let mounts = mountpoints(&cx.runner.run(&["lsblk", "-n", "-o", "MOUNTPOINT", dev])?);
+    if !mounts.is_empty() {
+        return Ok(Some(format!(
+            "refused: {dev} (storage.osd_device in homecloud.toml) holds mounted filesystems ({}); it is never used for an OSD, even with storage.wipe = true. Name the data disk",
+            mounts.join(", ")
+        )));
+    }
     let sigs = signatures(&cx.runner.run(&[
         "wipefs",
         "--no-act",
@@ -1331,6 +1350,8 @@ mod tests {
                 },
             ]
         );
+        assert_eq!(mountpoints("\n/boot/efi\n/\n"), ["/boot/efi", "/"]);
+        assert!(mountpoints("\n\n").is_empty());
         assert!(signatures("\n").is_empty());
         assert_eq!(signatures("ext4\n"), ["ext4"]);
         assert_eq!(signatures("dos\ndos\n"), ["dos"]);
