@@ -447,6 +447,19 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         mounted - formed,
         load()
     );
+    // Promoted nodes may add their monitors after their own step (the
+    // daemon does): wait for three in quorum and three OSDs up.
+    let t = Instant::now();
+    loop {
+        let st = ceph_json(&lan, &nodes[0], "status");
+        if st["quorum_names"].as_array().map(Vec::len) == Some(3)
+            && st["osdmap"]["num_up_osds"] == 3
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(900), "{st}");
+        std::thread::sleep(Duration::from_secs(10));
+    }
     let ok_after = wait_health_ok(&lan, &nodes[0], Duration::from_secs(900));
     eprintln!(
         "BENCH HEALTH_OK {:.0}s after the test saw CephFS mounted on all three",

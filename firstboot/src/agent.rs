@@ -114,27 +114,7 @@ pub const FAILPOINT_FILE: &str = "/etc/hc-image/failpoint";
 pub fn failpoint(name: &str) {
     let from_file = || {
         let root = std::env::var_os("HC_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
-        let f = root.join(FAILPOINT_FILE.trim_start_matches('/'));
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            return false;
-        };
-        if !text.lines().any(|l| l.trim() == name) {
-            return false;
-        }
-        let rest: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && *l != name)
-            .collect();
-        let fired = f.with_extension("fired");
-        let before = std::fs::read_to_string(&fired).unwrap_or_default();
-        let recorded = std::fs::write(&fired, format!("{before}{name}\n")).is_ok();
-        let consumed = if rest.is_empty() {
-            std::fs::remove_file(&f).is_ok()
-        } else {
-            std::fs::write(&f, format!("{}\n", rest.join("\n"))).is_ok()
-        };
-        recorded && consumed
+        consume_failpoint(&root.join(FAILPOINT_FILE.trim_start_matches('/')), name)
     };
     if std::env::var("HC_FAILPOINT").is_ok_and(|v| v == name) || from_file() {
         journal(
@@ -145,6 +125,31 @@ pub fn failpoint(name: &str) {
         );
         std::process::exit(99);
     }
+}
+
+/// True (once) when the failpoint file `f` names `name`: the name moves to
+/// `<f>.fired` and the file keeps the names not fired yet.
+pub fn consume_failpoint(f: &Path, name: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(f) else {
+        return false;
+    };
+    if !text.lines().any(|l| l.trim() == name) {
+        return false;
+    }
+    let rest: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != name)
+        .collect();
+    let fired = f.with_extension("fired");
+    let before = std::fs::read_to_string(&fired).unwrap_or_default();
+    let recorded = std::fs::write(&fired, format!("{before}{name}\n")).is_ok();
+    let consumed = if rest.is_empty() {
+        std::fs::remove_file(f).is_ok()
+    } else {
+        std::fs::write(f, format!("{}\n", rest.join("\n"))).is_ok()
+    };
+    recorded && consumed
 }
 
 pub enum Observed {
@@ -367,4 +372,27 @@ pub fn status(root: &Path) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failpoint_in_the_file_fires_once_in_any_order() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("failpoint");
+        std::fs::write(&f, "cluster:after-join\nceph:after-osd\n").expect("write");
+        assert!(!consume_failpoint(&f, "identity:after-hostname"));
+        assert!(consume_failpoint(&f, "ceph:after-osd"));
+        assert!(!consume_failpoint(&f, "ceph:after-osd"), "fired twice");
+        assert_eq!(
+            std::fs::read_to_string(&f).expect("left"),
+            "cluster:after-join\n"
+        );
+        assert!(consume_failpoint(&f, "cluster:after-join"));
+        assert!(!f.exists(), "an empty failpoint file stays behind");
+        let fired = std::fs::read_to_string(d.path().join("failpoint.fired")).expect("fired");
+        assert_eq!(fired, "ceph:after-osd\ncluster:after-join\n");
+    }
 }
