@@ -658,26 +658,12 @@ fn adjust_pools(cx: &Ctx, osds: usize) -> Result<(u64, u64)> {
             )?;
         }
     }
-    ceph(
-        cx,
-        &[
-            "config",
-            "set",
-            "global",
-            "osd_pool_default_size",
-            &size.to_string(),
-        ],
-    )?;
-    ceph(
-        cx,
-        &[
-            "config",
-            "set",
-            "global",
-            "osd_pool_default_min_size",
-            &min.to_string(),
-        ],
-    )?;
+    for (key, v) in [
+        ("osd_pool_default_size", size),
+        ("osd_pool_default_min_size", min),
+    ] {
+        ceph(cx, &["config", "set", "global", key, &v.to_string()])?;
+    }
     Ok((size, min))
 }
 
@@ -743,8 +729,27 @@ pub fn mountpoints(lsblk: &str) -> Vec<String> {
         .collect()
 }
 
-/// Refusals are decided before anything is written to the disk.
-fn refusal(cx: &Ctx, dev: &str, m: &Material, uuid: &str) -> Result<Option<String>> {
+/// Signatures on `dev` (`wipefs --no-act`): nothing is written.
+fn disk_signatures(cx: &Ctx, dev: &str) -> Result<Vec<String>> {
+    Ok(signatures(&cx.runner.run(&[
+        "wipefs",
+        "--no-act",
+        "--noheadings",
+        "--output",
+        "TYPE",
+        dev,
+    ])?))
+}
+
+/// Refusals are decided before anything is written to the disk; `sigs`
+/// is what the disk holds.
+fn refusal(
+    cx: &Ctx,
+    dev: &str,
+    sigs: &[String],
+    m: &Material,
+    uuid: &str,
+) -> Result<Option<String>> {
     // The system disk (or any disk in use) never, whatever `wipe` says:
     // on a PC, /dev/sda is usually the boot disk.
     let mounts = mountpoints(&cx.runner.run(&["lsblk", "-n", "-o", "MOUNTPOINT", dev])?);
@@ -754,14 +759,6 @@ fn refusal(cx: &Ctx, dev: &str, m: &Material, uuid: &str) -> Result<Option<Strin
             mounts.join(", ")
         )));
     }
-    let sigs = signatures(&cx.runner.run(&[
-        "wipefs",
-        "--no-act",
-        "--noheadings",
-        "--output",
-        "TYPE",
-        dev,
-    ])?);
     if sigs.is_empty() {
         return Ok(None);
     }
@@ -857,17 +854,10 @@ pub fn ensure_osd(cx: &Ctx, m: &Material) -> Result<Osd> {
             &["osd", "purge", &o.id.to_string(), "--yes-i-really-mean-it"],
         )?;
     }
-    if let Some(why) = refusal(cx, &dev, m, &uuid)? {
+    let sigs = disk_signatures(cx, &dev)?;
+    if let Some(why) = refusal(cx, &dev, &sigs, m, &uuid)? {
         return Ok(Osd::None(why));
     }
-    let sigs = signatures(&cx.runner.run(&[
-        "wipefs",
-        "--no-act",
-        "--noheadings",
-        "--output",
-        "TYPE",
-        &dev,
-    ])?);
     if !sigs.is_empty() {
         cx.runner
             .run(&["ceph-volume", "lvm", "zap", "--destroy", &dev])?;
