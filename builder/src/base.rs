@@ -16,13 +16,22 @@ use crate::exec;
 use crate::spec::{Arch, BaseSpec, ResolvedSource, KEYRINGS_DIR};
 
 /// Bumped when the hooks below change, so old caches are not reused.
-const RECIPE_VERSION: u32 = 2;
+const RECIPE_VERSION: u32 = 3;
 
 /// Emulated dpkg is the slow part: regenerate the initramfs once at the end
-/// instead of once per trigger, and leave byte-compiling Python (Ceph's mgr
-/// modules) to the device (`hc-pycompile.service`), where it runs natively.
+/// instead of once per trigger, and byte-compile Python once at the end
+/// (CUSTOMIZE_PYCOMPILE) instead of once per package.
 const ESSENTIAL_HOOK: &str = "for f in /usr/sbin/update-initramfs /usr/bin/py3compile; do chroot \"$1\" dpkg-divert --quiet --local --rename --add $f && ln -s /bin/true \"$1$f\"; done";
 const CUSTOMIZE_INITRAMFS: &str = "for f in /usr/sbin/update-initramfs /usr/bin/py3compile; do rm \"$1$f\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove $f; done && if ls \"$1\"/boot/vmlinuz-* >/dev/null 2>&1; then chroot \"$1\" update-initramfs -c -k all; fi";
+
+/// Byte-compiles the standard library, dist-packages and Ceph's manager
+/// modules once, into the cached base. The manager runs as `ceph` and cannot
+/// write caches: without these it compiled every import in every module's
+/// sub-interpreter on each start, minutes on a small board or under TCG.
+/// Hash-checked pycs do not depend on file times. A failed parallel run
+/// (no /dev/shm for its workers) is retried serially; `os` proves it worked
+/// (exit 1 only means some file has old syntax).
+const CUSTOMIZE_PYCOMPILE: &str = "if [ -x \"$1/usr/bin/python3\" ]; then set -- \"$1\" /usr/lib/python3/dist-packages $(cd \"$1\" && ls -d usr/lib/python3.[0-9]* usr/share/ceph/mgr 2>/dev/null | sed 's|^|/|'); r=\"$1\"; shift; c() { chroot \"$r\" python3 -m compileall -q \"$@\" --invalidation-mode checked-hash >/dev/null 2>&1; }; ok() { ls \"$r\"/usr/lib/python3.*/__pycache__/os.cpython-*.pyc >/dev/null 2>&1; }; c -j0 \"$@\"; ok || c \"$@\"; ok; fi";
 
 /// Headless first boot: a unique machine-id per device, no interactive
 /// systemd-firstboot on the serial console, no SSH host keys shared by every
@@ -73,7 +82,7 @@ pub fn recipe_with(spec: &BaseSpec, arch: Arch, sources: &[ResolvedSource]) -> s
         "arch": arch.debian(),
         "packages": pkgs,
         "exclude": spec.exclude,
-        "hooks": [ESSENTIAL_HOOK, CUSTOMIZE_INITRAMFS, CUSTOMIZE_SYSTEM],
+        "hooks": [ESSENTIAL_HOOK, CUSTOMIZE_INITRAMFS, CUSTOMIZE_PYCOMPILE, CUSTOMIZE_SYSTEM],
     });
     // Only when present, so profiles without extra sources keep their keys.
     if !sources.is_empty() {
@@ -367,6 +376,7 @@ fn build(
         .arg("--aptopt=Acquire::Retries \"3\"")
         .arg(format!("--essential-hook={ESSENTIAL_HOOK}"))
         .arg(format!("--customize-hook={CUSTOMIZE_INITRAMFS}"))
+        .arg(format!("--customize-hook={CUSTOMIZE_PYCOMPILE}"))
         .arg(format!("--customize-hook={CUSTOMIZE_SYSTEM}"))
         .args(&source_hooks)
         .arg(format!(
