@@ -184,6 +184,10 @@ pub enum QemuCmd {
         /// MAC of the guest NIC (homecloud.toml names nodes by MAC)
         #[arg(long, default_value = "52:54:00:12:34:01")]
         mac: String,
+        /// Add an empty second disk of this size (the guest's /dev/vdb, e.g.
+        /// for `storage.osd_device`); gone when QEMU exits
+        #[arg(long)]
+        data_disk: Option<Size>,
     },
 }
 

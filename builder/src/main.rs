@@ -131,6 +131,7 @@ fn run(cli: Cli) -> Result<()> {
             disk_size,
             memory,
             mac,
+            data_disk,
         })) => {
             let board = match board {
                 Some(b) => b,
@@ -171,10 +172,16 @@ fn run(cli: Cli) -> Result<()> {
                 mac,
                 reuse_disk: false,
                 net: hc_qemu::Net::User,
-                data_disk: None,
+                data_disk: data_disk.map(|s| s.bytes()),
             };
             let disk = work.path().join("disk.img");
             hc_qemu::sparse_copy(&image, &disk, disk_size.bytes())?;
+            if let Some(size) = data_disk {
+                let data = work.path().join("data.img");
+                std::fs::File::create(&data)
+                    .and_then(|f| f.set_len(size.bytes()))
+                    .with_context(|| format!("creating the data disk {}", data.display()))?;
+            }
             let st = hc_qemu::Guest::command(&opts, &disk)?
                 .args(["-serial", "mon:stdio"])
                 .status()
