@@ -33,6 +33,13 @@ pub mod ids {
 /// Runs external programs; tests substitute a recording fake.
 pub trait Runner {
     fn run(&self, argv: &[&str]) -> Result<String>;
+
+    /// A Ceph monitor command (the JSON the `ceph` CLI would send) with
+    /// the admin key of the system at `root`; returns the output buffer.
+    fn mon_command(&self, root: &Path, cmd: &str, inbuf: &[u8]) -> Result<Vec<u8>> {
+        let _ = (root, inbuf);
+        Err(format!("no Ceph monitor client here for {cmd}"))
+    }
 }
 
 pub struct RealRunner;
@@ -62,6 +69,10 @@ impl Runner for RealRunner {
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn mon_command(&self, root: &Path, cmd: &str, inbuf: &[u8]) -> Result<Vec<u8>> {
+        crate::rados::mon_command(root, cmd, inbuf)
     }
 }
 

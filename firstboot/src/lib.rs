@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod grow;
 pub mod identity;
 pub mod keepalived;
+pub mod rados;
 pub mod secret;
 pub mod state;
 pub mod swarm;

@@ -52,8 +52,27 @@ fn main() -> ExitCode {
             print!("{}", ceph::status(&root, &RUNNER));
             ExitCode::SUCCESS
         }
+        Some("ceph") => match ceph::command_line(&args[1..]) {
+            Ok(cmd) => {
+                use hc_firstboot::agent::Runner;
+                match RUNNER.mon_command(&root, &cmd.to_string(), b"") {
+                    Ok(out) => {
+                        println!("{}", String::from_utf8_lossy(&out).trim_end());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         _ => {
-            eprintln!("usage: hc-firstboot run|serve|status\n  run     converge this node (systemd runs it on first boot)\n  serve   announce this node and answer joins (hc-cluster.service)\n  status  show the first-boot steps, the cluster and what blocks them");
+            eprintln!("usage: hc-firstboot run|serve|status|ceph\n  run     converge this node (systemd runs it on first boot)\n  serve   announce this node and answer joins (hc-cluster.service)\n  status  show the first-boot steps, the cluster and what blocks them\n  ceph    a Ceph monitor command, JSON out (e.g. `ceph osd pool get pool=homecloud_data var=size`)");
             ExitCode::from(2)
         }
     }
