@@ -86,12 +86,13 @@ impl Node {
             image: img.to_path_buf(),
             workdir: dir,
             disk_size: 4 << 30,
-            memory_mib: 1536,
+            // A PINE A64-LTS has 2 GB.
+            memory_mib: 2048,
             cpus: 1,
             mac: MACS[k].into(),
             reuse_disk: true,
             net: lan.net(k as u32 + 1).expect("tap"),
-            data_disk: None,
+            data_disk: Some(8 << 30),
         };
         Node {
             k,
@@ -252,10 +253,67 @@ fn config(dir: &Path, vip: Ipv4Addr) -> PathBuf {
             k + 1
         ));
     }
+    // Every guest's second disk (/dev/vdb) is its OSD's.
+    t.push_str("[storage]\nosd_device = \"/dev/vdb\"\n");
     let p = dir.join("homecloud.toml");
     std::fs::write(&p, t).expect("config");
     p
 }
+
+/// A monitor command on a node, as JSON: `hc ceph` (librados, native; the
+/// Python `ceph` CLI costs seconds of a TCG guest's CPU per call).
+fn ceph_json(lan: &Lan, n: &Node, args: &str) -> serde_json::Value {
+    let out = ok(lan, n, &format!("hc ceph {args}"));
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("node{}: ceph {args}: {e}: {out}", n.k + 1))
+}
+
+/// Waits (bounded) for HEALTH_OK; panics with `ceph health detail`.
+fn wait_health_ok(lan: &Lan, n: &Node, limit: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let (out, rc) = exec(lan, n.addr, "hc ceph health");
+        if rc == 0 && out.contains("\"HEALTH_OK\"") {
+            return t.elapsed();
+        }
+        if t.elapsed() > limit {
+            let detail = exec(lan, n.addr, "hc ceph health detail=detail; hc status").0;
+            panic!("node{}: no HEALTH_OK in {limit:?}:\n{detail}", n.k + 1);
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    }
+}
+
+/// Waits (bounded) until CephFS is mounted on `n`.
+fn wait_mounted(lan: &Lan, n: &Node, limit: Duration) {
+    let t = Instant::now();
+    while exec(lan, n.addr, "mountpoint -q /mnt/cephfs").1 != 0 {
+        assert!(
+            t.elapsed() < limit,
+            "node{}: CephFS not mounted: {}",
+            n.k + 1,
+            exec(lan, n.addr, "hc status; systemctl status mnt-cephfs.mount").0
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+/// sha256 of the test files in CephFS, as `n` reads them.
+fn sums(lan: &Lan, n: &Node) -> String {
+    ok(lan, n, "cd /mnt/cephfs/t && sha256sum f*")
+}
+
+/// RSS of each Ceph daemon (and dockerd) on `n`, for the benchmark line.
+fn daemon_rss(lan: &Lan, n: &Node) -> String {
+    ok(
+        lan,
+        n,
+        "ps -o comm=,rss= -C ceph-mon,ceph-mgr,ceph-osd,ceph-mds,dockerd | awk '{printf \"%s %d MiB, \", $1, $2/1024}'; free -m | awk '/Mem:/{print \"used \" $3 \" of \" $2 \" MiB\"}'",
+    )
+}
+
+/// A fixed set of files with content only the test knows in advance.
+const WRITE_FILES: &str = "mkdir -p /mnt/cephfs/t && for i in 1 2 3 4 5 6 7 8; do head -c $((i * 131072)) /dev/urandom > /mnt/cephfs/t/f$i; done && sync && cd /mnt/cephfs/t && sha256sum f*";
 
 const BOOT: Duration = Duration::from_secs(1500);
 
@@ -364,6 +422,77 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         assert!(st.contains("step cluster: done"), "{st}");
         assert!(st.contains("step keepalived: done"), "{st}");
     }
+    // Ceph: one cluster, three monitors and OSDs, CephFS on every node.
+    let mut formed = f64::MAX;
+    let mut mounted = 0f64;
+    for n in &nodes {
+        wait_mounted(&lan, n, Duration::from_secs(900));
+        let o = exec(
+            &lan,
+            n.addr,
+            "journalctl -o short-unix -q --no-pager MESSAGE_ID=8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a07 | head -1 | cut -d' ' -f1",
+        )
+        .0;
+        if let Ok(t) = o.trim().parse::<f64>() {
+            formed = formed.min(t);
+        }
+        let m = ok(
+            &lan,
+            n,
+            "date +%s -d \"$(systemctl show -P ActiveEnterTimestamp mnt-cephfs.mount)\"",
+        );
+        mounted = mounted.max(m.trim().parse().expect("mount time"));
+    }
+    eprintln!(
+        "BENCH swarm formed to CephFS mounted on all three: {:.0}s (load {})",
+        mounted - formed,
+        load()
+    );
+    // Promoted nodes may add their monitors after their own step (the
+    // daemon does): wait for three in quorum and three OSDs up.
+    let t = Instant::now();
+    loop {
+        let st = ceph_json(&lan, &nodes[0], "status");
+        if st["quorum_names"].as_array().map(Vec::len) == Some(3)
+            && st["osdmap"]["num_up_osds"] == 3
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(900), "{st}");
+        std::thread::sleep(Duration::from_secs(10));
+    }
+    let ok_after = wait_health_ok(&lan, &nodes[0], Duration::from_secs(900));
+    eprintln!(
+        "BENCH HEALTH_OK {:.0}s after the test saw CephFS mounted on all three",
+        ok_after.as_secs_f64()
+    );
+    let fsid = ok(&lan, &nodes[0], "hc ceph fsid");
+    for n in &nodes {
+        assert_eq!(ok(&lan, n, "hc ceph fsid"), fsid, "node{}", n.k + 1);
+        eprintln!(
+            "BENCH RSS after HEALTH_OK, node{}: {}",
+            n.k + 1,
+            daemon_rss(&lan, n)
+        );
+    }
+    let st = ceph_json(&lan, &nodes[0], "status");
+    assert_eq!(st["quorum_names"].as_array().map(Vec::len), Some(3), "{st}");
+    assert_eq!(st["osdmap"]["num_up_osds"], 3, "{st}");
+    let size = ceph_json(&lan, &nodes[0], "osd pool get pool=homecloud_data var=size");
+    assert_eq!(size["size"], 3, "{size}");
+    let min = ceph_json(
+        &lan,
+        &nodes[0],
+        "osd pool get pool=homecloud_data var=min_size",
+    );
+    assert_eq!(min["min_size"], 2, "{min}");
+    let written = ok(&lan, &nodes[0], WRITE_FILES);
+    assert_eq!(written.lines().count(), 8, "{written}");
+    assert_eq!(
+        sums(&lan, &nodes[2]),
+        written,
+        "node3 reads other bytes than node1 wrote"
+    );
     // Cable pulls first, while all three are up: each moves the VIP to
     // another node; plugged back in, the two masters settle on one.
     let cuts: usize = std::env::var("HC_FAILOVER_CUTS")
@@ -391,11 +520,13 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let mut gaps = Vec::new();
+    let mut last_killed = 0;
     for round in 0..kills {
         let refs: Vec<&Node> = nodes.iter().collect();
         let h = one_holder(&lan, &client, &refs, vip);
         let killed = Instant::now();
         nodes[h].kill();
+        last_killed = h;
         gaps.push(failover_gap(
             &client,
             vip,
@@ -445,6 +576,35 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         }
     }
     print_gaps(&mut gaps, "kills");
+    // CephFS on the two survivors: the files read back the same, a new
+    // one is written (both wait while the dead node's OSD is marked down).
+    let h = last_killed;
+    let (a, b) = match h {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let t = Instant::now();
+    assert_eq!(sums(&lan, &nodes[a]), written, "node{}", a + 1);
+    ok(&lan, &nodes[b], "echo after > /mnt/cephfs/t/after && sync");
+    eprintln!(
+        "BENCH CephFS read and written on the survivors {:.0}s after the kill",
+        t.elapsed().as_secs_f64() + 0.0
+    );
+    // Power back on: the node rejoins, HEALTH_OK again, no file changed.
+    nodes[h].start();
+    let f = nodes[h].ready(BOOT);
+    assert_eq!(f["stamp"], "yes", "{f:?}");
+    wait_mounted(&lan, &nodes[h], Duration::from_secs(900));
+    let back = wait_health_ok(&lan, &nodes[a], Duration::from_secs(900));
+    eprintln!(
+        "BENCH HEALTH_OK {:.0}s after node{} was ready again",
+        back.as_secs_f64(),
+        h + 1
+    );
+    assert_eq!(sums(&lan, &nodes[h]), written, "node{}", h + 1);
+    assert_eq!(ok(&lan, &nodes[h], "cat /mnt/cephfs/t/after"), "after");
+    assert_eq!(ok(&lan, &nodes[h], "hc ceph fsid"), fsid);
     for n in nodes.iter_mut() {
         n.kill();
     }
@@ -495,12 +655,17 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     // One card alone first, then two more; one of them loses power right
     // after `swarm join`; a fourth card carries another cluster's secret.
     let dir = im.work.path().join("staggered");
+    // node3's agent stops right after `swarm join`, then right after its
+    // OSD is made (`ceph-osd --mkfs`, before its unit starts); each time the power goes.
     let mut nodes: Vec<Node> = (0..3)
         .map(|k| {
-            let fp = (k == 2).then_some("cluster:after-join");
+            let fp = (k == 2).then_some("cluster:after-join\nceph:after-osd\n");
             Node::new(&lan, &im.img, &dir, k, fp)
         })
         .collect();
+    // node2's data disk holds a filesystem, and the config has no
+    // `wipe = true`: it must stay untouched.
+    let kept = keep_disk(&nodes[1]);
     let mut stranger = Node::new(&lan, &im.other, &dir, 3, None);
     // Alone on the machine, the first card can use both cores.
     nodes[0].opts.cpus = 2;
@@ -522,6 +687,21 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     );
     let id = swarm_id(&lan, &nodes[0]);
     assert!(!id.is_empty());
+    // One node: monitor, manager, OSD, MDS and CephFS, a file round trip.
+    let st = ceph_json(&lan, &nodes[0], "status");
+    assert_eq!(st["quorum_names"], serde_json::json!(["node1"]), "{st}");
+    assert_eq!(st["osdmap"]["num_up_osds"], 1, "{st}");
+    assert!(st["fsmap"]["up"].as_u64() >= Some(1), "no MDS up: {st}");
+    assert_eq!(st["mgrmap"]["available"], true, "{st}");
+    wait_mounted(&lan, &nodes[0], Duration::from_secs(60));
+    let lone = ok(
+        &lan,
+        &nodes[0],
+        "head -c 1048576 /dev/urandom | tee /mnt/cephfs/lone | sha256sum; sync; echo 3 > /proc/sys/vm/drop_caches; sha256sum < /mnt/cephfs/lone",
+    );
+    let l: Vec<&str> = lone.lines().collect();
+    assert_eq!(l.len(), 2, "{lone}");
+    assert_eq!(l[0], l[1], "the file read back differs");
     nodes[2].start();
     stranger.start();
     power_cuts(&mut nodes[1]);
@@ -531,7 +711,11 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
         f["agent"], "failed",
         "the failpoint should have fired: {f:?}"
     );
-    ok(&lan, &nodes[2], "test -f /etc/hc-image/failpoint.fired");
+    ok(
+        &lan,
+        &nodes[2],
+        "grep -x cluster:after-join /etc/hc-image/failpoint.fired",
+    );
     nodes[2].kill();
     nodes[2].start();
     let f = stranger.ready(BOOT);
@@ -552,6 +736,19 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     );
     // Its verdict is in: power it off, the others need the cores.
     stranger.kill();
+    // Second stop of node3: right after its OSD was made.
+    let f = nodes[2].ready(BOOT);
+    assert_eq!(
+        f["agent"], "failed",
+        "the ceph failpoint should have fired: {f:?}"
+    );
+    ok(
+        &lan,
+        &nodes[2],
+        "grep -x ceph:after-osd /etc/hc-image/failpoint.fired",
+    );
+    nodes[2].kill();
+    nodes[2].start();
     let f = nodes[2].ready(BOOT);
     assert_eq!(
         f["stamp"], "yes",
@@ -585,7 +782,86 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
         }
         seen.push(v);
     }
+    // Ceph after the cuts: one fsid, one OSD per disk that was free (node1
+    // and node3: no second OSD for node3's cut create), none on node2.
+    let fsid = ok(&lan, &nodes[0], "hc ceph fsid");
+    for n in &nodes {
+        assert_eq!(ok(&lan, n, "hc ceph fsid"), fsid, "node{}", n.k + 1);
+        wait_mounted(&lan, n, Duration::from_secs(900));
+    }
+    let dump = ceph_json(&lan, &nodes[0], "osd dump");
+    let osds = dump["osds"].as_array().cloned().unwrap_or_default();
+    assert_eq!(osds.len(), 2, "OSDs: {dump}");
+    let tree = ceph_json(&lan, &nodes[0], "osd tree");
+    let hosts: Vec<&str> = tree["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["type"] == "host")
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert_eq!(hosts.len(), 2, "{tree}");
+    assert!(
+        hosts.contains(&"node1") && hosts.contains(&"node3"),
+        "{tree}"
+    );
+    let st = ok(&lan, &nodes[1], "hc status");
+    assert!(
+        st.contains("refused: /dev/vdb holds ext4"),
+        "node2's status does not say why it has no OSD: {st}"
+    );
+    assert_eq!(
+        ok(&lan, &nodes[2], "cat /mnt/cephfs/lone | sha256sum"),
+        l[0],
+        "node3 reads the lone card's file differently"
+    );
     for n in nodes.iter_mut() {
         n.kill();
     }
+    keep_disk_untouched(&nodes[1], &kept);
+}
+
+/// Puts an ext4 filesystem with one file on `n`'s data disk; returns the
+/// file's content.
+fn keep_disk(n: &Node) -> String {
+    let disk = n.opts.workdir.join("data.img");
+    let f = std::fs::File::create(&disk).expect("data disk");
+    f.set_len(8 << 30).expect("size");
+    let o = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "family-photos"])
+        .arg(&disk)
+        .output()
+        .expect("mkfs.ext4");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let content = format!("photos {}\n", std::process::id());
+    let src = n.opts.workdir.join("keep.txt");
+    std::fs::write(&src, &content).expect("write");
+    let o = Command::new("debugfs")
+        .args(["-w", "-R"])
+        .arg(format!("write {} keep.txt", src.display()))
+        .arg(&disk)
+        .output()
+        .expect("debugfs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    content
+}
+
+fn keep_disk_untouched(n: &Node, content: &str) {
+    let disk = n.opts.workdir.join("data.img");
+    let o = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&disk)
+        .output()
+        .expect("e2fsck");
+    assert!(
+        o.status.success(),
+        "node2's data disk was touched: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = Command::new("debugfs")
+        .args(["-R", "cat keep.txt"])
+        .arg(&disk)
+        .output()
+        .expect("debugfs");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), content);
 }
