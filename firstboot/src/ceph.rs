@@ -842,6 +842,9 @@ fn osd_unit(cx: &Ctx, id: u64, dev: &str) -> Result<()> {
         "# Written by hc-firstboot: the OSD's data disk ({dev}) belongs to ceph.\n[Service]\nExecStartPre=/bin/chown ceph:ceph {dev}\n"
     );
     if std::fs::read_to_string(&dropin).ok().as_deref() != Some(text.as_str()) {
+        if let Some(d) = dropin.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+        }
         write_atomic(&dropin, text.as_bytes())?;
         cx.runner.run(&["systemctl", "daemon-reload"])?;
     }
