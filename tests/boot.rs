@@ -16,14 +16,41 @@ struct Built {
     img: PathBuf,
 }
 
+/// examples/homecloud.toml without its data disk: these guests check boot
+/// and the agent's steps; Ceph (and its minutes under TCG) is the cluster
+/// tests' (tests/cluster.rs, with a second virtual disk per guest).
+fn example_without_storage() -> String {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/homecloud.toml"),
+    )
+    .expect("example");
+    let out: String = text
+        .lines()
+        .filter(|l| !l.starts_with("osd_device"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(
+        out.len(),
+        text.len(),
+        "examples/homecloud.toml has no osd_device"
+    );
+    out
+}
+
 /// An image with the test oracle: the default board with no `--board`
-/// (as a user runs `hc-image build`), else `board` (removed on drop).
-fn image(board: Option<&str>) -> Built {
+/// (as a user runs `hc-image build`), else `board` with `config` (removed
+/// on drop).
+fn image(board: Option<&str>, config: Option<&str>) -> Built {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hc-image"));
     cmd.arg("build");
     if let Some(b) = board {
         cmd.args(["--board", b]);
+    }
+    if let Some(c) = config {
+        let p = dir.path().join("homecloud.toml");
+        std::fs::write(&p, c).expect("config");
+        cmd.arg("-c").arg(p);
     }
     let out = cmd
         .args(["--extra-overlay", "test-oracle", "--out"])
@@ -62,7 +89,7 @@ fn opts(machine: Machine, img: &Path, work: &Path, mac: &str, cpus: u32) -> Gues
 
 #[test]
 fn amd64_image_boots_with_ovmf_and_systemd_boot() {
-    let b = image(Some("amd64"));
+    let b = image(Some("amd64"), Some(&example_without_storage()));
     let img = &b.img;
     let w = tempfile::tempdir().expect("tempdir");
     let mut g = Guest::start(&opts(Machine::Amd64, img, w.path(), "52:54:00:12:34:03", 1))
@@ -104,7 +131,7 @@ fn hcboot_offset(img: &Path) -> u64 {
 
 #[test]
 fn malformed_config_blocks_the_agent_until_fixed() {
-    let b = image(None);
+    let b = image(None, None);
     let w = tempfile::tempdir().expect("tempdir");
     let disk = w.path().join("disk.img");
     hc_qemu::sparse_copy(&b.img, &disk, 4 << 30).expect("copy");
@@ -152,7 +179,7 @@ fn malformed_config_blocks_the_agent_until_fixed() {
     assert_ne!(v["hostname"], "node1", "{v:?}");
     // Fixed from "another OS" and rebooted: it converges.
     let fixed = w.path().join("good.toml");
-    std::fs::write(&fixed, &good).expect("write");
+    std::fs::write(&fixed, example_without_storage()).expect("write");
     mtools(
         &disk,
         off,

@@ -268,12 +268,48 @@ fn ceph_json(lan: &Lan, n: &Node, args: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("node{}: ceph {args}: {e}: {out}", n.k + 1))
 }
 
-/// Waits (bounded) for HEALTH_OK; panics with `ceph health detail`.
+/// Health checks that only say the emulator is slow: three TCG guests on
+/// two host cores answer OSD heartbeats in 2 s or more at times, which is
+/// `mon_warn_on_slow_ping_ratio` (0.05) of our 40 s `osd_heartbeat_grace`.
+/// Any other check counts (docs/ceph.md).
+const TCG_CHECKS: &[&str] = &["OSD_SLOW_PING_TIME_BACK", "OSD_SLOW_PING_TIME_FRONT"];
+
+/// HEALTH_OK, or HEALTH_WARN with only the checks in [`TCG_CHECKS`].
+fn healthy(health: &serde_json::Value) -> bool {
+    match health["status"].as_str() {
+        Some("HEALTH_OK") => true,
+        Some("HEALTH_WARN") => health["checks"]
+            .as_object()
+            .is_some_and(|c| c.keys().all(|k| TCG_CHECKS.contains(&k.as_str()))),
+        _ => false,
+    }
+}
+
+#[test]
+fn only_the_tcg_checks_pass_for_health_ok() {
+    let h = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
+    assert!(healthy(&h(r#"{"status":"HEALTH_OK","checks":{}}"#)));
+    assert!(healthy(&h(
+        r#"{"status":"HEALTH_WARN","checks":{"OSD_SLOW_PING_TIME_FRONT":{}}}"#
+    )));
+    assert!(!healthy(&h(
+        r#"{"status":"HEALTH_WARN","checks":{"OSD_SLOW_PING_TIME_FRONT":{},"PG_DEGRADED":{}}}"#
+    )));
+    assert!(!healthy(&h(r#"{"status":"HEALTH_ERR","checks":{}}"#)));
+    assert!(!healthy(&serde_json::Value::Null));
+}
+
+/// Waits (bounded) for HEALTH_OK (but for the TCG checks); panics with
+/// the health detail.
 fn wait_health_ok(lan: &Lan, n: &Node, limit: Duration) -> Duration {
     let t = Instant::now();
     loop {
         let (out, rc) = exec(lan, n.addr, "hc ceph health");
-        if rc == 0 && out.contains("\"HEALTH_OK\"") {
+        let h: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if rc == 0 && healthy(&h) {
+            if h["status"] != "HEALTH_OK" {
+                eprintln!("ceph: {} with only TCG checks: {out}", h["status"]);
+            }
             return t.elapsed();
         }
         if t.elapsed() > limit {

@@ -134,6 +134,7 @@ pub fn failpoint(name: &str) {
             &format!("failpoint {name}: exiting"),
             &[("HC_FAILPOINT", name)],
         );
+        crate::rados::shutdown();
         std::process::exit(99);
     }
 }

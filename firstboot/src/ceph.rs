@@ -158,6 +158,8 @@ osd_heartbeat_grace = 40
 
 [mon]
 mon_memory_target = {mon}
+# Below the target, or the monitor cannot size its caches.
+rocksdb_cache_size = {mon_kv}
 
 [osd]
 osd_memory_target = {osd}
@@ -172,6 +174,7 @@ mgr_module_path = {MGR_MODULES}
         fsid = m.fsid,
         hosts = hosts.join(","),
         mon = mem.mon_memory_target,
+        mon_kv = mem.mon_memory_target / 2,
         osd = mem.osd_memory_target,
         mds = mem.mds_cache_memory_limit,
     )
@@ -445,6 +448,8 @@ fn mgr_modules(cx: &Ctx) -> Result<()> {
         link(format!("{MGR_SOURCE}/{m}"), m)?;
     }
     link(BCRYPT_STANDIN.to_string(), "bcrypt.py")?;
+    // The base's compiled caches for mgr_module.py and its siblings.
+    link(format!("{MGR_SOURCE}/__pycache__"), "__pycache__")?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(|e| format!("renaming to {}: {e}", dir.display()))
 }

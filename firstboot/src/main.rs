@@ -15,6 +15,12 @@ use hc_firstboot::identity::Identity;
 static RUNNER: RealRunner = RealRunner;
 
 fn main() -> ExitCode {
+    let code = dispatch();
+    hc_firstboot::rados::shutdown();
+    code
+}
+
+fn dispatch() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = std::env::var_os("HC_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
     match args.first().map(String::as_str) {

@@ -225,11 +225,18 @@ impl Drop for Client {
 /// How long a connect or a command may wait for the monitors.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+
+/// Closes the kept connection. Call before the process exits: librados'
+/// threads outliving `main` have aborted a finished `hc ceph` in OpenSSL.
+pub fn shutdown() {
+    *CLIENT.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
 /// A monitor command with this node's admin key (`root` is the system root:
 /// `/` on a device). The connection is kept for the next command, and made
 /// again when `ceph.conf` changed or the last one failed to reach a monitor.
 pub fn mon_command(root: &Path, cmd: &str, inbuf: &[u8]) -> Result<Vec<u8>> {
-    static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
     let conf = root.join("etc/ceph/ceph.conf");
     let keyring = root.join("etc/ceph/ceph.client.admin.keyring");
     let text =
