@@ -41,8 +41,8 @@ pub const FS: &str = "homecloud";
 const CLIENT: &str = "homecloud";
 const META_POOL: &str = "homecloud_metadata";
 const DATA_POOL: &str = "homecloud_data";
-/// MDS daemons wanted (one active, one standby).
-const MDS_WANTED: usize = 2;
+/// With this many MDS daemons, one is wanted on standby.
+const MDS_FOR_STANDBY: usize = 2;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Material {
@@ -523,14 +523,11 @@ pub fn ensure_mon_node(cx: &Ctx, m: &Material, l: &Lan) -> Result<()> {
         enable_now(cx, &format!("ceph-mon@{name}"))?;
     }
     make_mgr(cx, &name)?;
-    let mds_here = cx
-        .path(&format!("/var/lib/ceph/mds/ceph-{name}/keyring"))
-        .is_file();
-    if mds_here || mds_count(cx) < MDS_WANTED {
-        make_mds(cx, &name)?;
-        if mds_count(cx) >= MDS_WANTED {
-            let _ = fs_set(cx, "standby_count_wanted", "1");
-        }
+    // Every monitor node runs an MDS (one active, the others standby): a
+    // count-based choice raced when two nodes were promoted at once.
+    make_mds(cx, &name)?;
+    if mds_count(cx) >= MDS_FOR_STANDBY {
+        let _ = fs_set(cx, "standby_count_wanted", "1");
     }
     Ok(())
 }
