@@ -661,6 +661,20 @@ fn identity(lan: &Lan, n: &Node) -> Vec<String> {
     v
 }
 
+/// Waits for `n`'s agent to stop at the failpoint `name`, then cuts its
+/// power and boots it again.
+fn failpoint_stop(lan: &Lan, n: &mut Node, name: &str) {
+    let f = n.ready(BOOT);
+    assert_eq!(f["agent"], "failed", "{name} should have fired: {f:?}");
+    ok(
+        lan,
+        n,
+        &format!("grep -x {name} /etc/hc-image/failpoint.fired"),
+    );
+    n.kill();
+    n.start();
+}
+
 /// Cuts a node's power twice during its first boot at points spread over
 /// it (a bounded, varying set per run), then lets it boot through.
 fn power_cuts(n: &mut Node) {
@@ -742,18 +756,7 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     stranger.start();
     power_cuts(&mut nodes[1]);
     // node3's agent exits right after joining; then the power goes.
-    let f = nodes[2].ready(BOOT);
-    assert_eq!(
-        f["agent"], "failed",
-        "the failpoint should have fired: {f:?}"
-    );
-    ok(
-        &lan,
-        &nodes[2],
-        "grep -x cluster:after-join /etc/hc-image/failpoint.fired",
-    );
-    nodes[2].kill();
-    nodes[2].start();
+    failpoint_stop(&lan, &mut nodes[2], "cluster:after-join");
     let f = stranger.ready(BOOT);
     assert_eq!(f["agent"], "failed", "another secret must not join: {f:?}");
     let st = ok(&lan, &stranger, "hc status");
@@ -773,18 +776,7 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     // Its verdict is in: power it off, the others need the cores.
     stranger.kill();
     // Second stop of node3: right after its OSD was made.
-    let f = nodes[2].ready(BOOT);
-    assert_eq!(
-        f["agent"], "failed",
-        "the ceph failpoint should have fired: {f:?}"
-    );
-    ok(
-        &lan,
-        &nodes[2],
-        "grep -x ceph:after-osd /etc/hc-image/failpoint.fired",
-    );
-    nodes[2].kill();
-    nodes[2].start();
+    failpoint_stop(&lan, &mut nodes[2], "ceph:after-osd");
     let f = nodes[2].ready(BOOT);
     assert_eq!(
         f["stamp"], "yes",
