@@ -22,8 +22,16 @@ struct FakeCeph {
     sigs: RefCell<String>,
     /// (osd uuid, cluster fsid) of a bluestore label on the disk.
     label: RefCell<Option<(String, String)>>,
-    /// The osdmap: (id, uuid, key, up, ever up).
-    osds: RefCell<Vec<(u64, String, String, bool, bool)>>,
+    /// The osdmap.
+    osds: RefCell<Vec<FakeOsd>>,
+}
+
+struct FakeOsd {
+    id: u64,
+    uuid: String,
+    key: String,
+    up: bool,
+    ever_up: bool,
 }
 
 impl FakeCeph {
@@ -76,9 +84,9 @@ impl Runner for FakeCeph {
             ["systemctl", "start", unit] => {
                 if let Some(id) = unit.strip_prefix("ceph-osd@") {
                     for o in self.osds.borrow_mut().iter_mut() {
-                        if o.0.to_string() == id {
-                            o.3 = true;
-                            o.4 = true;
+                        if o.id.to_string() == id {
+                            o.up = true;
+                            o.ever_up = true;
                         }
                     }
                 }
@@ -99,8 +107,8 @@ impl Runner for FakeCeph {
                     .osds
                     .borrow()
                     .iter()
-                    .map(|(id, u, _, up, ever)| {
-                        serde_json::json!({"osd": id, "uuid": u, "up": u8::from(*up), "up_from": if *ever { 5 } else { 0 }})
+                    .map(|o| {
+                        serde_json::json!({"osd": o.id, "uuid": o.uuid, "up": u8::from(o.up), "up_from": if o.ever_up { 5 } else { 0 }})
                     })
                     .collect();
                 Ok(serde_json::json!({ "osds": osds }).to_string().into_bytes())
@@ -115,14 +123,20 @@ impl Runner for FakeCeph {
                     .to_string();
                 let mut osds = self.osds.borrow_mut();
                 // The monitor's rule: same uuid and key, same id.
-                if let Some(o) = osds.iter().find(|o| o.1 == uuid) {
-                    if o.2 != key {
+                if let Some(o) = osds.iter().find(|o| o.uuid == uuid) {
+                    if o.key != key {
                         return Err("EEXIST: key does not match".into());
                     }
-                    return Ok(format!(r#"{{"osdid":{}}}"#, o.0).into_bytes());
+                    return Ok(format!(r#"{{"osdid":{}}}"#, o.id).into_bytes());
                 }
                 let id = osds.len() as u64;
-                osds.push((id, uuid, key, false, false));
+                osds.push(FakeOsd {
+                    id,
+                    uuid,
+                    key,
+                    up: false,
+                    ever_up: false,
+                });
                 Ok(format!(r#"{{"osdid":{id}}}"#).into_bytes())
             }
             other => Err(format!("unexpected monitor command {other}")),
@@ -211,14 +225,14 @@ fn a_half_made_osd_is_made_again_under_its_id_and_a_made_one_only_started() {
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
     // Power cut during mkfs: the label is ours, the marker missing, never up.
     std::fs::remove_file(r.path().join("var/lib/ceph/osd/ceph-0/hc-made")).expect("rm");
-    fake.osds.borrow_mut()[0].3 = false;
-    fake.osds.borrow_mut()[0].4 = false;
+    fake.osds.borrow_mut()[0].up = false;
+    fake.osds.borrow_mut()[0].ever_up = false;
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
     assert_eq!(fake.count("ceph-osd "), 2, "made again");
     assert_eq!(fake.count("wipefs --all"), 1, "its own label erased first");
     assert_eq!(fake.osds.borrow().len(), 1, "no second OSD");
     // Power cut after mkfs, before the unit started: only started.
-    fake.osds.borrow_mut()[0].3 = false;
+    fake.osds.borrow_mut()[0].up = false;
     let mkfs = fake.count("ceph-osd ");
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
     assert_eq!(fake.count("ceph-osd "), mkfs, "made twice");
