@@ -664,7 +664,6 @@ pub struct OsdEntry {
     pub id: u64,
     pub uuid: String,
     pub up: bool,
-    pub up_from: u64,
 }
 
 pub fn parse_osd_dump(v: &serde_json::Value) -> Vec<OsdEntry> {
@@ -676,7 +675,6 @@ pub fn parse_osd_dump(v: &serde_json::Value) -> Vec<OsdEntry> {
                     id: o["osd"].as_u64().unwrap_or(u64::MAX),
                     uuid: o["uuid"].as_str().unwrap_or_default().to_string(),
                     up: o["up"].as_u64() == Some(1),
-                    up_from: o["up_from"].as_u64().unwrap_or(0),
                 })
                 .collect()
         })
@@ -1439,13 +1437,11 @@ mod tests {
                     id: 0,
                     uuid: "u0".into(),
                     up: true,
-                    up_from: 7
                 },
                 OsdEntry {
                     id: 1,
                     uuid: "u1".into(),
                     up: false,
-                    up_from: 0
                 },
             ]
         );

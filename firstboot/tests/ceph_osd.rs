@@ -31,7 +31,6 @@ struct FakeOsd {
     uuid: String,
     key: String,
     up: bool,
-    ever_up: bool,
 }
 
 impl FakeCeph {
@@ -86,7 +85,6 @@ impl Runner for FakeCeph {
                     for o in self.osds.borrow_mut().iter_mut() {
                         if o.id.to_string() == id {
                             o.up = true;
-                            o.ever_up = true;
                         }
                     }
                 }
@@ -107,9 +105,7 @@ impl Runner for FakeCeph {
                     .osds
                     .borrow()
                     .iter()
-                    .map(|o| {
-                        serde_json::json!({"osd": o.id, "uuid": o.uuid, "up": u8::from(o.up), "up_from": if o.ever_up { 5 } else { 0 }})
-                    })
+                    .map(|o| serde_json::json!({"osd": o.id, "uuid": o.uuid, "up": u8::from(o.up)}))
                     .collect();
                 Ok(serde_json::json!({ "osds": osds }).to_string().into_bytes())
             }
@@ -135,7 +131,6 @@ impl Runner for FakeCeph {
                     uuid,
                     key,
                     up: false,
-                    ever_up: false,
                 });
                 Ok(format!(r#"{{"osdid":{id}}}"#).into_bytes())
             }
@@ -226,7 +221,6 @@ fn a_half_made_osd_is_made_again_under_its_id_and_a_made_one_only_started() {
     // Power cut during mkfs: the label is ours, the marker missing, never up.
     std::fs::remove_file(r.path().join("var/lib/ceph/osd/ceph-0/hc-made")).expect("rm");
     fake.osds.borrow_mut()[0].up = false;
-    fake.osds.borrow_mut()[0].ever_up = false;
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
     assert_eq!(fake.count("ceph-osd "), 2, "made again");
     assert_eq!(fake.count("wipefs --all"), 1, "its own label erased first");
