@@ -176,12 +176,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let disk = work.path().join("disk.img");
             hc_qemu::sparse_copy(&image, &disk, disk_size.bytes())?;
-            if let Some(size) = data_disk {
-                let data = work.path().join("data.img");
-                std::fs::File::create(&data)
-                    .and_then(|f| f.set_len(size.bytes()))
-                    .with_context(|| format!("creating the data disk {}", data.display()))?;
-            }
+            hc_qemu::Guest::ensure_data_disk(&opts)?;
             let st = hc_qemu::Guest::command(&opts, &disk)?
                 .args(["-serial", "mon:stdio"])
                 .status()

@@ -133,14 +133,9 @@ pub fn sparse_copy(src: &Path, dst: &Path, size: u64) -> Result<()> {
 
 impl Guest {
     /// Starts QEMU in the background with the console going to a file.
-    pub fn start(o: &GuestOpts) -> Result<Guest> {
-        std::fs::create_dir_all(&o.workdir)
-            .with_context(|| format!("creating {}", o.workdir.display()))?;
-        let disk = o.workdir.join("disk.img");
-        let console = o.workdir.join("console.log");
-        if !(o.reuse_disk && disk.is_file()) {
-            sparse_copy(&o.image, &disk, o.disk_size)?;
-        }
+    /// Makes `o.data_disk` (empty, sparse) as `data.img` in the work
+    /// directory unless it exists: [`Guest::command`] attaches it.
+    pub fn ensure_data_disk(o: &GuestOpts) -> Result<()> {
         if let Some(size) = o.data_disk {
             let data = o.workdir.join("data.img");
             if !data.is_file() {
@@ -150,6 +145,18 @@ impl Guest {
                     .with_context(|| format!("sizing {}", data.display()))?;
             }
         }
+        Ok(())
+    }
+
+    pub fn start(o: &GuestOpts) -> Result<Guest> {
+        std::fs::create_dir_all(&o.workdir)
+            .with_context(|| format!("creating {}", o.workdir.display()))?;
+        let disk = o.workdir.join("disk.img");
+        let console = o.workdir.join("console.log");
+        if !(o.reuse_disk && disk.is_file()) {
+            sparse_copy(&o.image, &disk, o.disk_size)?;
+        }
+        Self::ensure_data_disk(o)?;
         let mut cmd = Self::command(o, &disk)?;
         cmd.arg("-serial")
             .arg(format!("file:{}", console.display()))
