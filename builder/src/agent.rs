@@ -70,6 +70,34 @@ pub fn source_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Test seam: a ready `hc-firstboot` to ship instead of building one.
+pub const BINARY_ENV: &str = "HC_AGENT_BINARY";
+
+/// The `hc-firstboot` a build ships for `arch`: the file named by
+/// `HC_AGENT_BINARY` when set (a test seam: the golden tests pin the agent's
+/// bytes so images do not follow firstboot/src), else [`ensure`]'s build
+/// from this source tree. The file goes into the image as it is, like a
+/// built one; nothing checks its architecture.
+pub fn binary(arch: Arch) -> Result<PathBuf> {
+    match std::env::var_os(BINARY_ENV) {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                bail!(
+                    "{BINARY_ENV}={} is not a file: unset it to build the agent from source",
+                    p.display()
+                );
+            }
+            tracing::warn!(
+                "shipping {} as hc-firstboot ({BINARY_ENV} is set), not a build of firstboot/src",
+                p.display()
+            );
+            Ok(p)
+        }
+        _ => ensure(&source_root(), arch),
+    }
+}
+
 /// Returns the path of a cached `hc-firstboot` for `arch`, building it if needed.
 pub fn ensure(repo: &Path, arch: Arch) -> Result<PathBuf> {
     if !repo.join("firstboot/src").is_dir() {
@@ -96,7 +124,7 @@ pub fn ensure(repo: &Path, arch: Arch) -> Result<PathBuf> {
             a.debian()
         ),
     };
-    let partial = crate::build::partial(&out);
+    let partial = crate::io::partial(&out);
     std::fs::copy(&bin, &partial).with_context(|| format!("copying {}", bin.display()))?;
     std::fs::rename(&partial, &out).with_context(|| format!("renaming to {}", out.display()))?;
     tracing::info!(
@@ -235,7 +263,7 @@ fn toolchain() -> Result<PathBuf> {
             .arg(format!("--include={TOOLCHAIN_PACKAGES}"))
             .arg("trixie")
             .arg(&dir)
-            .arg(crate::blobs::DEFAULT_MIRROR),
+            .arg(crate::spec::DEFAULT_MIRROR),
     )
     .context("making the toolchain chroot (apt-get install mmdebstrap; needs root for chroot)")?;
     std::fs::write(&ok, b"").context("marking the toolchain complete")?;

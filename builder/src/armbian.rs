@@ -12,10 +12,10 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::artifacts::sha256_file;
 use crate::error::InputError;
 use crate::exec::{self, tools};
 use crate::fs::read_full;
+use crate::io::sha256_file;
 use crate::size::MIB;
 use crate::spec::BoardSpec;
 use crate::tarstream::{Extra, ExtraKind};

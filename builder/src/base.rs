@@ -219,10 +219,8 @@ pub struct BaseMeta {
 }
 
 pub fn write_meta(path: &Path, m: &BaseMeta) -> Result<()> {
-    let tmp = crate::build::partial(path);
     let text = serde_json::to_string_pretty(m).context("encoding the base timing")?;
-    std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    crate::io::write_atomic(path, (text + "\n").as_bytes())
 }
 
 /// `Ok(None)` when there is no meta file (a base cached before timing was
@@ -349,9 +347,9 @@ fn build(
             arch.debian()
         );
     }
-    let partial = crate::build::partial(tarball);
+    let partial = crate::io::partial(tarball);
     let partial_tar = tarball.with_extension("partial.tar");
-    let list_partial = crate::build::partial(list);
+    let list_partial = crate::io::partial(list);
     let pkgs: Vec<String> = recipe["packages"]
         .as_array()
         .into_iter()
@@ -500,7 +498,7 @@ mod tests {
         assert_eq!(r["sources"][0]["keyring"], "repo.gpg");
         assert_eq!(
             r["sources"][0]["keyring_sha256"],
-            crate::blobs::sha256_hex(&[0x99, 1, 3])
+            crate::io::sha256_hex(&[0x99, 1, 3])
         );
         // lookup() agrees with recipe() and names the meta file.
         let (e, r2, resolved) = lookup(&b, Arch::Amd64, "p").expect("lookup");
@@ -514,7 +512,10 @@ mod tests {
         // A missing keyring is an input error from lookup, a null hash in recipe.
         std::fs::remove_file(d.path().join("repo.gpg")).expect("rm");
         let err = lookup(&b, Arch::Amd64, "p").expect_err("no keyring");
-        assert!(crate::error::is_input_error(&err), "{err:#}");
+        assert!(
+            err.chain().any(|c| c.is::<crate::error::InputError>()),
+            "{err:#}"
+        );
         assert!(recipe(&b, Arch::Amd64)["sources"][0]["keyring_sha256"].is_null());
     }
 
@@ -565,7 +566,8 @@ mod tests {
         };
         write_meta(&p, &m).expect("write");
         assert_eq!(read_meta(&p).expect("read"), Some(m));
-        assert!(!crate::build::partial(&p).exists());
+        assert!(!crate::io::partial(&p).exists());
+        assert_eq!(std::fs::read_dir(d.path()).expect("ls").count(), 1);
         std::fs::write(&p, "{").expect("write");
         assert!(read_meta(&p).is_err());
     }

@@ -7,17 +7,15 @@
 //! gone, the error names the version now available and `hc-image boards pin`
 //! updates the board file.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::error::InputError;
-use crate::spec::BlobSpec;
-
-pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+use crate::io::sha256_hex;
+use crate::spec::{BlobSpec, DEFAULT_MIRROR};
 
 pub fn mirror() -> String {
     std::env::var("HC_DEBIAN_MIRROR")
@@ -38,10 +36,6 @@ pub fn cache_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
     PathBuf::from(home).join(".cache/hc-image")
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// Debian pool path of a binary package.
@@ -134,19 +128,6 @@ pub fn parse_index(text: &str, package: &str) -> Option<IndexEntry> {
     None
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().context("cache path has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(data)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.as_file().sync_all().context("syncing cache file")?;
-    tmp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
-}
-
 /// Returns the pinned .deb, from the cache when its hash still matches.
 pub fn fetch_deb(b: &BlobSpec, board_file: &str, index: usize) -> Result<Vec<u8>> {
     let cached = cache_dir().join("debs").join(format!(
@@ -208,7 +189,9 @@ pub fn fetch_deb(b: &BlobSpec, board_file: &str, index: usize) -> Result<Vec<u8>
         )
         .into());
     }
-    write_atomic(&cached, &data)?;
+    let dir = cached.parent().context("cache path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::io::write_atomic(&cached, &data)?;
     Ok(data)
 }
 

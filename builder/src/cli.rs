@@ -32,6 +32,8 @@ pub enum Cmd {
     Build(BuildArgs),
     /// Show an image's partitions, filesystems, blobs and lint findings
     Inspect(InspectArgs),
+    /// Write an image to a card: sparse, verified, refuses system disks
+    Flash(crate::flash::cli::FlashArgs),
     /// List boards, or re-pin a board's blobs to the mirror's current packages
     Boards(BoardsArgs),
     /// Check homecloud.toml files or print their JSON Schema
@@ -148,6 +150,8 @@ pub struct BenchArgs {
 pub enum BenchMode {
     /// Time the cold base, a warm build and a QEMU boot to the agent's stamp
     Image(BenchImageArgs),
+    /// Time `flash` against dd and bmaptool on one loop device
+    Flash(crate::flash::cli::BenchFlashArgs),
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use anyhow::{bail, Context, Result};
 
-use crate::blobs::sha256_hex;
+use crate::io::sha256_hex;
 use crate::plan::{Layout, SECTOR};
 use crate::spec::TableKind;
 
@@ -93,6 +93,26 @@ pub struct FoundPart {
 }
 
 /// Reads whichever table the disk has: GPT when a protective MBR says so.
+/// `(start, end)` byte regions of the boot sector, reserved sectors and FATs
+/// of every FAT partition in a disk image (none when it has no table or a
+/// partition's first sector cannot be read).
+pub fn fat_metadata_regions<R: Read + Seek>(r: &mut R) -> Vec<(u64, u64)> {
+    let Ok((_, parts)) = read_table(r) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in parts {
+        let mut bs = [0u8; 512];
+        if r.seek(SeekFrom::Start(p.start)).is_err() || r.read_exact(&mut bs).is_err() {
+            continue;
+        }
+        if let Some(len) = crate::fs::fat_metadata_len(&bs) {
+            out.push((p.start, p.start + len.min(p.size)));
+        }
+    }
+    out
+}
+
 pub fn read_table<R: Read + Seek>(r: &mut R) -> Result<(TableKind, Vec<FoundPart>)> {
     let mut sector = [0u8; 512];
     r.seek(SeekFrom::Start(0)).context("seeking to sector 0")?;

@@ -40,12 +40,6 @@ impl From<ConfigError> for InputError {
     }
 }
 
-/// True if any error in the chain is the user's to fix.
-pub fn is_input_error(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.is::<InputError>() || c.is::<ConfigError>() || c.is::<crate::plan::PlanError>())
-}
-
 /// Parses a TOML file into `T`, reporting unknown keys and type errors with
 /// their key path and line.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, InputError> {

@@ -298,6 +298,26 @@ pub fn make_fat(
     Ok(())
 }
 
+/// Bytes from a FAT filesystem's start through its last FAT (boot sector,
+/// reserved sectors, FATs), read from its boot sector; None when `bs` is not
+/// a FAT boot sector.
+pub fn fat_metadata_len(bs: &[u8]) -> Option<u64> {
+    let bs = bs.get(..512)?;
+    let u16at = |i: usize| u64::from(u16::from_le_bytes([bs[i], bs[i + 1]]));
+    let u32at = |i: usize| u64::from(u32::from_le_bytes([bs[i], bs[i + 1], bs[i + 2], bs[i + 3]]));
+    let bps = u16at(11);
+    let fat_named = &bs[54..57] == b"FAT" || &bs[82..85] == b"FAT";
+    if bs[510..512] != [0x55, 0xaa] || !fat_named || !matches!(bps, 512 | 1024 | 2048 | 4096) {
+        return None;
+    }
+    let nfats = u64::from(bs[16]);
+    let fatsz = match u16at(22) {
+        0 => u32at(36),
+        n => n,
+    };
+    (nfats > 0 && fatsz > 0).then(|| (u16at(14) + nfats * fatsz) * bps)
+}
+
 /// Copies `src` into `dst` at `offset`, leaving holes where `src` has zero blocks.
 pub fn copy_into(src: &Path, dst: &File, offset: u64) -> Result<()> {
     let mut r = File::open(src).with_context(|| format!("opening {}", src.display()))?;

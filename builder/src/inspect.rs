@@ -10,9 +10,9 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::blobs::sha256_hex;
 use crate::disk::{read_table, FoundPart};
 use crate::error::InputError;
+use crate::io::sha256_hex;
 use crate::probe::{probe, FsInfo};
 use crate::size::human;
 use crate::spec::{DataDirs, TableKind};

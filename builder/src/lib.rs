@@ -1,28 +1,30 @@
 // SPDX-License-Identifier: Apache-2.0
 //! hc-image: builds verified, reproducible disk images for homecloud boards.
 //!
-//! Pipeline: inputs (board, profile, homecloud.toml, base) -> `plan` (pure
-//! layout) -> root tar stream -> filesystems written into the image ->
-//! verification -> partition table and blobs -> artifacts.
+//! `pipeline` is `hc-image build`: inputs (board, profile, homecloud.toml,
+//! base) -> root contents from the contributors -> `plan` (pure layout) ->
+//! filesystems written into the image -> verification -> partition table and
+//! blobs -> artifacts. docs/architecture.md describes it.
 
 pub mod agent;
 pub mod armbian;
 pub mod artifacts;
 pub mod base;
-pub mod bench;
 pub mod blobs;
-pub mod build;
 pub mod cli;
+pub mod dev;
 pub mod disk;
 pub mod error;
 pub mod exec;
+pub mod flash;
 pub mod fs;
 pub mod inspect;
+pub mod io;
+pub mod pipeline;
 pub mod plan;
 pub mod probe;
 pub mod secret;
 pub mod size;
 pub mod spec;
-pub mod stage;
 pub mod sys;
 pub mod tarstream;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use hc_image::cli::{BoardsCmd, Cli, Cmd, ConfigCmd, DevCmd, QemuCmd};
-use hc_image::{bench, blobs, build, error, inspect, plan, spec};
+use hc_image::cli::{BenchMode, BoardsCmd, Cli, Cmd, ConfigCmd, DevCmd, QemuCmd};
+use hc_image::{blobs, dev, error, inspect, pipeline, plan, spec};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,13 +29,22 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if error::is_input_error(&e) {
+            if is_input_error(&e) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
             }
         }
     }
+}
+
+/// True if any error in the chain is the user's to fix: exit code 2.
+fn is_input_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<error::InputError>()
+            || c.is::<hc_firstboot::config::ConfigError>()
+            || c.is::<plan::PlanError>()
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -47,7 +56,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Cmd::Build(a)) => {
-            let opts = build::BuildOpts {
+            let opts = pipeline::BuildOpts {
                 board: a.board,
                 config: a
                     .config
@@ -62,7 +71,7 @@ fn run(cli: Cli) -> Result<()> {
                 refresh_base: a.refresh_base,
                 cluster_secret: a.cluster_secret,
             };
-            let r = build::build(&opts)?;
+            let r = pipeline::build(&opts)?;
             for p in [&r.image, &r.zst, &r.bmap, &r.sums, &r.manifest] {
                 println!("{}", p.display());
             }
@@ -124,7 +133,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())
         }
-        Some(Cmd::Bench(a)) => bench::run(&a),
+        Some(Cmd::Flash(a)) => hc_image::flash::cli::run(a, cli.quiet),
+        // Flash's benchmark lives with flash (it uses dev::bench's tree).
+        Some(Cmd::Bench(a)) => match &a.mode {
+            Some(BenchMode::Flash(f)) => hc_image::dev::flash_bench::run(f),
+            _ => dev::bench::run(&a),
+        },
         Some(Cmd::Qemu(QemuCmd::Run {
             image,
             board,

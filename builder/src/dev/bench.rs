@@ -14,16 +14,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::build::{build, BuildOpts};
 use crate::cli::{BenchArgs, BenchImageArgs, BenchMode};
 use crate::exec;
+use crate::pipeline::{build, BuildOpts};
 use crate::size::MIB;
 use crate::spec::{Arch, DataDirs, ImageProfile};
 
 /// Writes a deterministic tree of about `mib` MiB that compresses like a
 /// Debian rootfs (text, code and some incompressible data).
 pub fn synthetic_rootfs(path: &Path, mib: u64) -> Result<()> {
-    let tmp = crate::build::partial(path);
+    let tmp = crate::io::partial(path);
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f));
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -337,7 +337,7 @@ fn timed_build(
     opts: &BuildOpts,
     profile: &ImageProfile,
     arch: Arch,
-) -> Result<(f64, crate::build::BuildResult, &'static str)> {
+) -> Result<(f64, crate::pipeline::BuildResult, &'static str)> {
     let note = if profile.agent && !agent_cached(arch) {
         " (not warm: includes compiling hc-firstboot, not cached for these sources)"
     } else {
@@ -348,7 +348,7 @@ fn timed_build(
     Ok((t.elapsed().as_secs_f64(), r, note))
 }
 
-fn stages(r: &crate::build::BuildResult) -> String {
+fn stages(r: &crate::pipeline::BuildResult) -> String {
     r.timings
         .iter()
         .map(|(n, s)| format!("{n} {s:.1}s"))
