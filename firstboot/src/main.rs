@@ -1,18 +1,50 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `hc-firstboot` (device): `run` converges this node (systemd runs it at
-//! boot until the stamp exists); `serve` announces the node and answers joins
-//! for its lifetime; `status` prints what happened. Installed as
-//! /usr/libexec/hc-firstboot; `hc status` calls it.
+//! boot until the stamp exists); `serve` announces the node, answers joins
+//! and runs the duties for its lifetime; `status` prints what happened.
+//! Installed as /usr/libexec/hc-firstboot; `hc status` calls it.
+//!
+//! The three lists below are where a feature is registered.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hc_firstboot::agent::{self, RealRunner, Step};
-use hc_firstboot::ceph::{self, Ceph};
-use hc_firstboot::cluster::{self, Cluster, Keepalived, Network};
-use hc_firstboot::identity::Identity;
+use hc_firstboot::cluster::duty::Duty;
+use hc_firstboot::cluster::join::JoinAnswer;
+use hc_firstboot::engine::{self, Step};
+use hc_firstboot::exec::{RealRunner, Runner};
+use hc_firstboot::{ceph, cluster, identity, keepalived, timesync};
 
 static RUNNER: RealRunner = RealRunner;
+
+/// The agent's steps, in the order they run.
+static STEPS: &[&dyn Step] = &[
+    &identity::Identity,
+    &cluster::network::Network,
+    &cluster::form::Cluster,
+    &keepalived::Keepalived,
+    &ceph::step::Ceph,
+];
+
+static VIP_HEALTH: keepalived::Health = keepalived::Health::new();
+static SWARM: cluster::admit::SwarmAnswer = cluster::admit::SwarmAnswer::new();
+static LABELS: cluster::managers::Labels = cluster::managers::Labels::new();
+static LEFTOVERS: cluster::managers::Leftovers = cluster::managers::Leftovers::new();
+
+/// What `serve` does periodically (after-poll duties run in this order).
+static DUTIES: &[&dyn Duty] = &[
+    &VIP_HEALTH,
+    &keepalived::Peers,
+    &SWARM,
+    &cluster::managers::Managers,
+    &LABELS,
+    &LEFTOVERS,
+    &timesync::Server,
+    &ceph::duty::Reconcile,
+];
+
+/// What the join channel hands out, by topic.
+static JOIN_ANSWERS: &[&dyn JoinAnswer] = &[&SWARM, &ceph::duty::Answer];
 
 fn main() -> ExitCode {
     let code = dispatch();
@@ -20,62 +52,50 @@ fn main() -> ExitCode {
     code
 }
 
+fn fail(e: String, code: u8) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(code)
+}
+
 fn dispatch() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = std::env::var_os("HC_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
     match args.first().map(String::as_str) {
         Some("run") => {
-            let all: [&dyn Step; 5] = [&Identity, &Network, &Cluster, &Keepalived, &Ceph];
             // HC_STEPS runs a subset: hc-identity.service runs `identity`
             // before dockerd starts; host engine tests run the cluster steps.
             let only = std::env::var("HC_STEPS").ok();
-            let steps: Vec<&dyn Step> = all
-                .into_iter()
+            let steps: Vec<&dyn Step> = STEPS
+                .iter()
+                .copied()
                 .filter(|s| {
                     only.as_deref()
                         .is_none_or(|o| o.split(',').any(|n| n == s.name()))
                 })
                 .collect();
-            let complete = steps.len() == all.len();
-            match agent::run_steps(&root, &RUNNER, &steps, complete) {
+            let complete = steps.len() == STEPS.len();
+            match engine::run_steps(&root, &RUNNER, &steps, complete) {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => fail(e, 1),
             }
         }
-        Some("serve") => match cluster::serve(&root, &RUNNER) {
+        Some("serve") => match cluster::daemon::serve(&root, &RUNNER, DUTIES, JOIN_ANSWERS) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
+            Err(e) => fail(e, 1),
         },
         Some("status") => {
-            print!("{}", agent::status(&root));
-            print!("{}", cluster::status_lines(&root, &RUNNER));
-            print!("{}", ceph::status(&root, &RUNNER));
+            print!("{}", engine::status(&root, &RUNNER, STEPS));
             ExitCode::SUCCESS
         }
-        Some("ceph") => match ceph::command_line(&args[1..]) {
-            Ok(cmd) => {
-                use hc_firstboot::agent::Runner;
-                match RUNNER.mon_command(&root, &cmd.to_string(), b"") {
-                    Ok(out) => {
-                        println!("{}", String::from_utf8_lossy(&out).trim_end());
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::from(1)
-                    }
+        Some("ceph") => match ceph::cli::command_line(&args[1..]) {
+            Ok(cmd) => match RUNNER.mon_command(&root, &cmd.to_string(), b"") {
+                Ok(out) => {
+                    println!("{}", String::from_utf8_lossy(&out).trim_end());
+                    ExitCode::SUCCESS
                 }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
+                Err(e) => fail(e, 1),
+            },
+            Err(e) => fail(e, 2),
         },
         _ => {
             eprintln!("usage: hc-firstboot run|serve|status|ceph\n  run     converge this node (systemd runs it on first boot)\n  serve   announce this node and answer joins (hc-cluster.service)\n  status  show the first-boot steps, the cluster and what blocks them\n  ceph    a Ceph monitor command, JSON out (e.g. `ceph osd pool get pool=homecloud_data var=size`)");

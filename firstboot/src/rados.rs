@@ -13,7 +13,8 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::agent::Result;
+/// Errors are messages, as everywhere in the agent (a leaf: no crate imports).
+type Result<T> = std::result::Result<T, String>;
 
 type Handle = *mut c_void;
 

@@ -8,8 +8,9 @@
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::agent::{Ctx, Result};
-use crate::identity::write_atomic;
+use crate::cluster::duty::{ClusterView, Duty, Schedule};
+use crate::engine::{Ctx, Result};
+use crate::host::files::{write_atomic, PUBLIC};
 
 pub const TIMESYNCD_CONF: &str = "/etc/systemd/timesyncd.conf.d/homecloud.conf";
 /// Seconds from 1900 (NTP's era 0) to 1970.
@@ -69,6 +70,25 @@ pub fn serve() -> Result<()> {
     }
 }
 
+/// The SNTP server as a daemon duty: started again if it ever stops.
+pub struct Server;
+
+impl Duty for Server {
+    fn name(&self) -> &'static str {
+        "time server"
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule::Every(Duration::from_secs(10))
+    }
+
+    fn tick(&self, _cx: &Ctx, _view: &ClusterView) {
+        if let Err(e) = serve() {
+            eprintln!("{e}");
+        }
+    }
+}
+
 pub fn timesyncd_conf(server: Ipv4Addr) -> String {
     format!("# Written by hc-firstboot: the cluster's clock is the Ceph founder's.\n[Time]\nNTP={server}\n")
 }
@@ -85,10 +105,7 @@ pub fn sync_with(cx: &Ctx, server: Ipv4Addr, limit: Duration) -> Result<String> 
     let want = timesyncd_conf(server);
     let p = cx.path(TIMESYNCD_CONF);
     if std::fs::read_to_string(&p).ok().as_deref() != Some(want.as_str()) {
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-        }
-        write_atomic(&p, want.as_bytes())?;
+        write_atomic(&p, want.as_bytes(), PUBLIC)?;
         cx.runner
             .run(&["systemctl", "restart", "systemd-timesyncd"])?;
     }

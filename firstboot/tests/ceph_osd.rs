@@ -7,9 +7,13 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use hc_firstboot::agent::{Ctx, Runner};
-use hc_firstboot::ceph::{ensure_osd, Material, Osd};
+use hc_firstboot::ceph::material::Material;
+use hc_firstboot::ceph::osd::{ensure_osd, Osd};
 use hc_firstboot::config::HomecloudConfig;
+use hc_firstboot::engine::Ctx;
+
+mod support;
+use support::{Fake, World};
 
 const FSID: &str = "11111111-2222-4333-8444-555555555555";
 
@@ -17,7 +21,6 @@ const FSID: &str = "11111111-2222-4333-8444-555555555555";
 /// write to the disk are recorded so tests can prove none ran.
 #[derive(Default)]
 struct FakeCeph {
-    calls: RefCell<Vec<String>>,
     /// What `wipefs --no-act` reports.
     sigs: RefCell<String>,
     /// (osd uuid, cluster fsid) of a bluestore label on the disk.
@@ -33,26 +36,16 @@ struct FakeOsd {
     up: bool,
 }
 
-impl FakeCeph {
-    fn count(&self, prefix: &str) -> usize {
-        self.calls
-            .borrow()
-            .iter()
-            .filter(|c| c.starts_with(prefix))
-            .count()
-    }
-
-    fn writes(&self) -> usize {
-        ["wipefs --all", "dd ", "ceph-osd ", "osd new"]
-            .iter()
-            .map(|p| self.count(p))
-            .sum()
-    }
+/// Commands that write to the disk or the osdmap.
+fn writes(fake: &Fake<FakeCeph>) -> usize {
+    ["wipefs --all", "dd ", "ceph-osd ", "osd new"]
+        .iter()
+        .map(|p| fake.count(p))
+        .sum()
 }
 
-impl Runner for FakeCeph {
-    fn run(&self, argv: &[&str]) -> Result<String, String> {
-        self.calls.borrow_mut().push(argv.join(" "));
+impl World for FakeCeph {
+    fn run(&self, _fake: &Fake<Self>, argv: &[&str]) -> Result<String, String> {
         match argv {
             ["lsblk", ..] => Ok("\n".into()),
             ["wipefs", "--no-act", ..] => Ok(self.sigs.borrow().clone()),
@@ -81,7 +74,10 @@ impl Runner for FakeCeph {
                 Ok(String::new())
             }
             ["systemctl", "start", unit] => {
-                if let Some(id) = unit.strip_prefix("ceph-osd@") {
+                let id = unit
+                    .strip_prefix("ceph-osd@")
+                    .and_then(|u| u.strip_suffix(".service"));
+                if let Some(id) = id {
                     for o in self.osds.borrow_mut().iter_mut() {
                         if o.id.to_string() == id {
                             o.up = true;
@@ -95,11 +91,13 @@ impl Runner for FakeCeph {
         }
     }
 
-    fn mon_command(&self, _root: &Path, cmd: &str, inbuf: &[u8]) -> Result<Vec<u8>, String> {
-        let v: serde_json::Value = serde_json::from_str(cmd).map_err(|e| e.to_string())?;
-        let prefix = v["prefix"].as_str().unwrap_or_default().to_string();
-        self.calls.borrow_mut().push(prefix.clone());
-        match prefix.as_str() {
+    fn mon(
+        &self,
+        _fake: &Fake<Self>,
+        v: &serde_json::Value,
+        inbuf: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        match v["prefix"].as_str().unwrap_or_default() {
             "osd dump" => {
                 let osds: Vec<serde_json::Value> = self
                     .osds
@@ -150,15 +148,15 @@ fn root() -> tempfile::TempDir {
     d
 }
 
-fn ctx<'a>(root: &Path, fake: &'a FakeCeph, wipe: bool) -> Ctx<'a> {
+fn ctx<'a>(root: &Path, fake: &'a Fake<FakeCeph>, wipe: bool) -> Ctx<'a> {
     let text = format!(
         "schema = 1\n[cluster]\nname = \"homecloud\"\ndomain = \"home.arpa\"\n[network]\nvip = \"10.80.0.10/24\"\n[storage]\nosd_device = \"/dev/vdb\"\nwipe = {wipe}\n"
     );
-    Ctx {
-        root: root.to_path_buf(),
-        runner: fake,
-        config: HomecloudConfig::parse(&text, "homecloud.toml").expect("config"),
-    }
+    Ctx::new(
+        root,
+        fake,
+        HomecloudConfig::parse(&text, "homecloud.toml").expect("config"),
+    )
 }
 
 fn material() -> Material {
@@ -171,7 +169,7 @@ fn material() -> Material {
 #[test]
 fn an_empty_disk_gets_one_osd_made_once() {
     let r = root();
-    let fake = FakeCeph::default();
+    let fake = Fake::new(FakeCeph::default());
     let cx = ctx(r.path(), &fake, false);
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
     assert_eq!(fake.count("ceph-osd "), 1);
@@ -181,17 +179,17 @@ fn an_empty_disk_gets_one_osd_made_once() {
         std::fs::read_link(r.path().join("var/lib/ceph/osd/ceph-0/block")).expect("link"),
         Path::new("/dev/vdb")
     );
-    let before = fake.writes();
+    let before = writes(&fake);
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
-    assert_eq!(fake.writes(), before, "a second run wrote to the disk");
-    assert_eq!(fake.osds.borrow().len(), 1);
+    assert_eq!(writes(&fake), before, "a second run wrote to the disk");
+    assert_eq!(fake.world.osds.borrow().len(), 1);
 }
 
 #[test]
 fn a_disk_that_holds_data_is_never_written() {
     let r = root();
-    let fake = FakeCeph::default();
-    *fake.sigs.borrow_mut() = "ext4\n".into();
+    let fake = Fake::new(FakeCeph::default());
+    *fake.world.sigs.borrow_mut() = "ext4\n".into();
     let cx = ctx(r.path(), &fake, false);
     match ensure_osd(&cx, &material()) {
         Ok(Osd::None(why)) => assert!(
@@ -200,12 +198,12 @@ fn a_disk_that_holds_data_is_never_written() {
         ),
         other => panic!("{other:?}"),
     }
-    assert_eq!(fake.writes(), 0, "{:?}", fake.calls.borrow());
+    assert_eq!(writes(&fake), 0, "{:?}", fake.calls());
     // Another cluster's OSD is someone's data too.
-    *fake.sigs.borrow_mut() = "ceph_bluestore\n".into();
-    *fake.label.borrow_mut() = Some(("u".into(), "another-fsid".into()));
+    *fake.world.sigs.borrow_mut() = "ceph_bluestore\n".into();
+    *fake.world.label.borrow_mut() = Some(("u".into(), "another-fsid".into()));
     assert!(matches!(ensure_osd(&cx, &material()), Ok(Osd::None(_))));
-    assert_eq!(fake.writes(), 0, "{:?}", fake.calls.borrow());
+    assert_eq!(writes(&fake), 0, "{:?}", fake.calls());
     // With wipe = true it is erased first.
     let cx = ctx(r.path(), &fake, true);
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
@@ -215,20 +213,20 @@ fn a_disk_that_holds_data_is_never_written() {
 #[test]
 fn a_half_made_osd_is_made_again_under_its_id_and_a_made_one_only_started() {
     let r = root();
-    let fake = FakeCeph::default();
+    let fake = Fake::new(FakeCeph::default());
     let cx = ctx(r.path(), &fake, false);
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
     // Power cut during mkfs: the label is ours, the marker missing, never up.
     std::fs::remove_file(r.path().join("var/lib/ceph/osd/ceph-0/hc-made")).expect("rm");
-    fake.osds.borrow_mut()[0].up = false;
+    fake.world.osds.borrow_mut()[0].up = false;
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
     assert_eq!(fake.count("ceph-osd "), 2, "made again");
     assert_eq!(fake.count("wipefs --all"), 1, "its own label erased first");
-    assert_eq!(fake.osds.borrow().len(), 1, "no second OSD");
+    assert_eq!(fake.world.osds.borrow().len(), 1, "no second OSD");
     // Power cut after mkfs, before the unit started: only started.
-    fake.osds.borrow_mut()[0].up = false;
+    fake.world.osds.borrow_mut()[0].up = false;
     let mkfs = fake.count("ceph-osd ");
     assert_eq!(ensure_osd(&cx, &material()), Ok(Osd::Up(0)));
     assert_eq!(fake.count("ceph-osd "), mkfs, "made twice");
-    assert_eq!(fake.count("systemctl start ceph-osd@0"), 3);
+    assert_eq!(fake.count("systemctl start ceph-osd@0.service"), 3);
 }

@@ -1,64 +1,38 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The cluster steps' state machine against a fake engine (a recording
-//! `docker`/`systemctl`/`ip` runner over a temporary root): a power cut right
+//! dockerd API/`systemctl`/`ip` runner over a temporary root): a power cut right
 //! after each side effect, then a rerun, repeats no side effect.
 
 use std::cell::RefCell;
 use std::path::Path;
 
-use hc_firstboot::agent::{self, Runner, Step};
-use hc_firstboot::cluster::{Cluster, Keepalived, Network};
+use hc_firstboot::cluster::form::Cluster;
+use hc_firstboot::cluster::network::Network;
+use hc_firstboot::engine::{self, Step};
+use hc_firstboot::exec::RealRunner;
+use hc_firstboot::keepalived::Keepalived;
 use hc_firstboot::secret::ClusterSecret;
 
-/// Fake dockerd + systemd + iproute2. `crash_after` names a side effect after
-/// which the call reports failure, as if power was cut right after it.
-struct FakeEngine {
-    calls: RefCell<Vec<String>>,
+mod support;
+use support::{Fake, World};
+
+/// Fake dockerd + systemd + iproute2.
+struct Docker {
     swarm_active: RefCell<bool>,
     keepalived_active: RefCell<bool>,
-    crash_after: Option<&'static str>,
-    dead: RefCell<bool>,
 }
 
-impl FakeEngine {
-    /// The side effect happened; if the power goes now, every later call fails.
-    fn crash(&self, point: &str) -> Result<String, String> {
-        if self.crash_after == Some(point) {
-            *self.dead.borrow_mut() = true;
-        }
-        Ok(String::new())
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        self.calls
-            .borrow()
-            .iter()
-            .filter(|c| c.starts_with(prefix))
-            .count()
-    }
-}
-
-impl Runner for FakeEngine {
-    fn run(&self, argv: &[&str]) -> Result<String, String> {
-        // The engine bounds docker calls with `timeout N`.
-        let argv = match argv {
-            ["timeout", _, rest @ ..] => rest,
-            _ => argv,
-        };
-        let line = argv.join(" ");
-        if *self.dead.borrow() {
-            return Err(format!("power cut before {line}"));
-        }
-        self.calls.borrow_mut().push(line.clone());
+impl World for Docker {
+    fn run(&self, fake: &Fake<Self>, argv: &[&str]) -> Result<String, String> {
         match argv {
-            ["docker", "info", ..] => Ok(if *self.swarm_active.borrow() {
+            ["GET", "/info"] => Ok(if *self.swarm_active.borrow() {
                 r#"{"Name":"node1","Swarm":{"NodeID":"n1","LocalNodeState":"active","ControlAvailable":true,"Managers":1,"Nodes":1,"Cluster":{"ID":"sw1"}}}"#.into()
             } else {
                 r#"{"Name":"node1","Swarm":{"NodeID":"","LocalNodeState":"inactive","ControlAvailable":false}}"#.into()
             }),
-            ["docker", "swarm", "init", ..] => {
+            ["POST", "/swarm/init", ..] => {
                 *self.swarm_active.borrow_mut() = true;
-                self.crash("swarm init")
+                fake.side_effect("swarm init")
             }
             ["ip", "-4", "-o", "addr", "show", ..] => {
                 Ok("2: enp0s1    inet 10.77.0.101/24 brd 10.77.0.255 scope global enp0s1\n".into())
@@ -72,7 +46,7 @@ impl Runner for FakeEngine {
             }
             ["systemctl", "restart", "keepalived"] => {
                 *self.keepalived_active.borrow_mut() = true;
-                self.crash("keepalived restart")
+                fake.side_effect("keepalived restart")
             }
             _ => Ok(String::new()),
         }
@@ -118,7 +92,7 @@ fn lone_daemon(
     let file = root.join("run/hc-firstboot/peers.json");
     std::thread::spawn(move || {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let now = hc_firstboot::cluster::uptime_ms();
+            let now = hc_firstboot::host::node::uptime_ms();
             let text = format!("{{\"written_ms\": {now}, \"started_ms\": 0, \"me\": null, \"peers\": {{\"peers\": {{}}, \"rejected\": {{}}}}}}");
             let _ = std::fs::create_dir_all(file.parent().expect("parent"));
             let tmp = file.with_extension("tmp");
@@ -138,39 +112,34 @@ fn power_cut_after_each_side_effect_repeats_none() {
         device(d.path());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let daemon = lone_daemon(d.path(), stop.clone());
-        let fake = FakeEngine {
-            calls: RefCell::new(Vec::new()),
+        let fake = Fake::new(Docker {
             swarm_active: RefCell::new(false),
             keepalived_active: RefCell::new(false),
-            crash_after: crash,
-            dead: RefCell::new(false),
-        };
+        })
+        .cut_power_after(crash);
         let steps: [&dyn Step; 3] = [&Network, &Cluster, &Keepalived];
-        let first = agent::run(d.path(), &fake, &steps);
+        let first = engine::run(d.path(), &fake, &steps);
         if crash.is_some() {
             assert!(first.is_err(), "{crash:?}: the cut run must not converge");
-            let status = agent::status(d.path());
+            let status = engine::status(d.path(), &RealRunner, &[]);
             assert!(status.contains("power cut"), "{status}");
-            let again = FakeEngine {
-                crash_after: None,
-                dead: RefCell::new(false),
-                ..fake
-            };
-            agent::run(d.path(), &again, &steps).expect("rerun converges");
+            let again = &fake;
+            again.power_back();
+            engine::run(d.path(), again, &steps).expect("rerun converges");
             assert_eq!(
-                again.count("docker swarm init"),
+                again.count("POST /swarm/init"),
                 1,
                 "{crash:?}: {:?}",
-                again.calls
+                again.calls()
             );
-            assert_eq!(again.count("docker swarm join"), 0);
+            assert_eq!(again.count("POST /swarm/join"), 0);
             let conf = std::fs::read_to_string(d.path().join("etc/keepalived/keepalived.conf"))
                 .expect("keepalived.conf");
             assert!(conf.contains("10.77.0.10/24 dev enp0s1"), "{conf}");
             // A third run finds everything done and touches nothing.
-            let before = again.calls.borrow().len();
-            agent::run(d.path(), &again, &steps).expect("third run");
-            let later: Vec<String> = again.calls.borrow()[before..].to_vec();
+            let before = again.calls().len();
+            engine::run(d.path(), again, &steps).expect("third run");
+            let later: Vec<String> = again.calls()[before..].to_vec();
             assert!(
                 later
                     .iter()
@@ -179,8 +148,8 @@ fn power_cut_after_each_side_effect_repeats_none() {
             );
         } else {
             first.expect("clean run converges");
-            assert_eq!(fake.count("docker swarm init"), 1);
-            let status = agent::status(d.path());
+            assert_eq!(fake.count("POST /swarm/init"), 1);
+            let status = engine::status(d.path(), &RealRunner, &[]);
             assert!(status.contains("step cluster: done"), "{status}");
             assert!(status.contains("swarm: sw1"), "{status}");
         }

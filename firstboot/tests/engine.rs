@@ -133,7 +133,6 @@ fn node(lan: &Lan, base: &Path, k: u8, config: &str, secret: &ClusterSecret) -> 
         &dir.join("bin/systemctl"),
         &format!(
             "#!/bin/sh\nset -e\npid={d}/keepalived.pid\ncase \"$1 $2\" in\n\
-'enable keepalived') ;;\n\
 'restart keepalived') [ -f $pid ] && kill $(cat $pid) 2>/dev/null; sleep 0.5; keepalived -f {conf} -p $pid -r {d}/vrrp.pid -c {d}/checkers.pid -i {name} ;;\n\
 'reload keepalived') kill -HUP $(cat $pid) ;;\n\
 'is-active keepalived') kill -0 $(cat $pid 2>/dev/null) 2>/dev/null ;;\n\

@@ -5,26 +5,33 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use hc_firstboot::agent::{self, Runner, Step};
+use hc_firstboot::engine::state::{State, Status};
+use hc_firstboot::engine::{self, Step};
+use hc_firstboot::exec::RealRunner;
 use hc_firstboot::identity::Identity;
-use hc_firstboot::state::{State, Status};
 
-/// Records argv; imitates ssh-keygen, partx, resize2fs and dumpe2fs.
-struct FakeRunner<'a> {
+mod support;
+use support::{Fake, World};
+
+/// Imitates ssh-keygen, partx, resize2fs and dumpe2fs.
+struct Disk<'a> {
     root: &'a Path,
-    calls: RefCell<Vec<String>>,
     fs_blocks: RefCell<u64>,
     grown_blocks: u64,
 }
 
-impl Runner for FakeRunner<'_> {
-    fn run(&self, argv: &[&str]) -> Result<String, String> {
-        self.calls.borrow_mut().push(argv.join(" "));
+impl World for Disk<'_> {
+    fn run(&self, _fake: &Fake<Self>, argv: &[&str]) -> Result<String, String> {
         match argv[0] {
             "ssh-keygen" => {
-                std::fs::create_dir_all(self.root.join("etc/ssh")).map_err(|e| e.to_string())?;
-                std::fs::write(self.root.join("etc/ssh/ssh_host_ed25519_key"), "k")
-                    .map_err(|e| e.to_string())?;
+                // -f PATH is the last argument.
+                let f = std::path::PathBuf::from(argv[argv.len() - 1]);
+                assert!(f.starts_with(self.root), "{f:?} outside the root");
+                std::fs::create_dir_all(f.parent().expect("dir")).map_err(|e| e.to_string())?;
+                std::fs::write(&f, "k").map_err(|e| e.to_string())?;
+                let mut pubf = f.into_os_string();
+                pubf.push(".pub");
+                std::fs::write(pubf, "k.pub").map_err(|e| e.to_string())?;
                 Ok(String::new())
             }
             "resize2fs" => {
@@ -38,6 +45,14 @@ impl Runner for FakeRunner<'_> {
             _ => Ok(String::new()),
         }
     }
+}
+
+fn disk(root: &Path) -> Fake<Disk<'_>> {
+    Fake::new(Disk {
+        root,
+        fs_blocks: RefCell::new(512),
+        grown_blocks: 14 * MIB / 4096,
+    })
 }
 
 fn w(root: &Path, p: &str, data: &str) {
@@ -118,14 +133,9 @@ fn first_run_converges_and_second_run_repeats_nothing() {
     let d = tempfile::tempdir().expect("tempdir");
     let root = d.path();
     device(root, &example());
-    let fake = FakeRunner {
-        root,
-        calls: RefCell::new(vec![]),
-        fs_blocks: RefCell::new(512),
-        grown_blocks: 14 * MIB / 4096,
-    };
+    let fake = disk(root);
     let steps: [&dyn Step; 1] = [&Identity];
-    assert_eq!(agent::run(root, &fake, &steps), Ok(true));
+    assert_eq!(engine::run(root, &fake, &steps), Ok(true));
     // node2 is the example's entry for this MAC.
     assert_eq!(
         std::fs::read_to_string(root.join("etc/hostname")).expect("read"),
@@ -145,13 +155,13 @@ fn first_run_converges_and_second_run_repeats_nothing() {
         14 * MIB,
         "root grown to the disk end"
     );
-    let calls = fake.calls.borrow().clone();
+    let calls = fake.calls();
     assert_eq!(
         calls
             .iter()
-            .filter(|c| c.starts_with("ssh-keygen -A"))
+            .filter(|c| c.starts_with("ssh-keygen -q -t "))
             .count(),
-        1,
+        2,
         "{calls:?}"
     );
     assert!(
@@ -168,15 +178,15 @@ fn first_run_converges_and_second_run_repeats_nothing() {
     assert_eq!(st.steps["identity"].attempts, 1);
 
     // Reboot: nothing but reads.
-    fake.calls.borrow_mut().clear();
-    assert_eq!(agent::run(root, &fake, &steps), Ok(true));
-    let calls = fake.calls.borrow().clone();
+    fake.forget_calls();
+    assert_eq!(engine::run(root, &fake, &steps), Ok(true));
+    let calls = fake.calls();
     assert!(calls.iter().all(|c| c.starts_with("dumpe2fs")), "{calls:?}");
     assert_eq!(
         State::load(root).expect("state").steps["identity"].attempts,
         1
     );
-    assert!(agent::status(root).contains("hostname: node2"));
+    assert!(engine::status(root, &RealRunner, &[]).contains("hostname: node2"));
 }
 
 #[test]
@@ -190,19 +200,14 @@ fn crash_after_the_table_resumes_with_the_filesystem_only() {
         .write(true)
         .open(root.join("dev/vda"))
         .expect("open");
-    let g = hc_firstboot::grow::plan(&mut f, 16 * MIB, 2)
+    let g = hc_firstboot::identity::grow::plan(&mut f, 16 * MIB, 2)
         .expect("plan")
         .expect("grow");
-    hc_firstboot::grow::apply(&mut f, &g).expect("apply");
-    let fake = FakeRunner {
-        root,
-        calls: RefCell::new(vec![]),
-        fs_blocks: RefCell::new(512),
-        grown_blocks: 14 * MIB / 4096,
-    };
+    hc_firstboot::identity::grow::apply(&mut f, &g).expect("apply");
+    let fake = disk(root);
     let steps: [&dyn Step; 1] = [&Identity];
-    assert_eq!(agent::run(root, &fake, &steps), Ok(true));
-    let calls = fake.calls.borrow().clone();
+    assert_eq!(engine::run(root, &fake, &steps), Ok(true));
+    let calls = fake.calls();
     assert!(
         calls.contains(&"resize2fs /dev/vda2".to_string()),
         "{calls:?}"
@@ -217,24 +222,19 @@ fn invalid_config_changes_nothing_and_says_which_key() {
         root,
         &example().replace("mac = \"52:54:00:12:34:02\"", "mac = \"52:54:00:12:34\""),
     );
-    let fake = FakeRunner {
-        root,
-        calls: RefCell::new(vec![]),
-        fs_blocks: RefCell::new(512),
-        grown_blocks: 14 * MIB / 4096,
-    };
+    let fake = disk(root);
     let steps: [&dyn Step; 1] = [&Identity];
-    let e = agent::run(root, &fake, &steps).expect_err("invalid config");
+    let e = engine::run(root, &fake, &steps).expect_err("invalid config");
     assert!(e.contains("nodes[1].mac"), "{e}");
-    assert!(fake.calls.borrow().is_empty());
+    assert!(fake.calls().is_empty());
     assert_eq!(
         std::fs::read_to_string(root.join("etc/hostname")).expect("read"),
         "localhost\n"
     );
-    let s = agent::status(root);
+    let s = engine::status(root, &RealRunner, &[]);
     assert!(s.contains("blocked") && s.contains("nodes[1].mac"), "{s}");
     // Fixed and rebooted: converges.
     w(root, "boot/hcboot/homecloud.toml", &example());
-    assert_eq!(agent::run(root, &fake, &steps), Ok(true));
-    assert!(!agent::status(root).contains("blocked:"));
+    assert_eq!(engine::run(root, &fake, &steps), Ok(true));
+    assert!(!engine::status(root, &RealRunner, &[]).contains("blocked:"));
 }

@@ -20,6 +20,23 @@ const MAX_FRAME: usize = 65535;
 
 pub type Result<T> = std::result::Result<T, String>;
 
+/// Why a connection did not become a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The other side holds another cluster secret.
+    WrongSecret(String),
+    /// Unreachable, timed out or closed: may work later.
+    Failed(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::WrongSecret(m) | ConnectError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
 pub struct Channel {
     stream: TcpStream,
     noise: snow::TransportState,
@@ -61,30 +78,38 @@ fn read_frame(s: &mut TcpStream) -> Result<Vec<u8>> {
 
 impl Channel {
     /// Connects to a cluster member and authenticates both ways.
-    pub fn connect(addr: SocketAddr, secret: &ClusterSecret, timeout: Duration) -> Result<Channel> {
+    pub fn connect(
+        addr: SocketAddr,
+        secret: &ClusterSecret,
+        timeout: Duration,
+    ) -> std::result::Result<Channel, ConnectError> {
+        let failed = ConnectError::Failed;
         let mut stream = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+            .map_err(|e| failed(format!("connecting to {addr}: {e}")))?;
         stream
             .set_read_timeout(Some(timeout))
             .and_then(|()| stream.set_write_timeout(Some(timeout)))
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let mut hs = handshake_state(secret, true)?;
+            .map_err(|e| failed(format!("{addr}: {e}")))?;
+        let mut hs = handshake_state(secret, true).map_err(failed)?;
         let mut buf = vec![0u8; MAX_FRAME];
         let n = hs
             .write_message(&[], &mut buf)
-            .map_err(|e| format!("handshake: {e:?}"))?;
-        write_frame(&mut stream, &buf[..n])?;
-        let reply = read_frame(&mut stream).map_err(|e| format!("{addr}: {e}"))?;
+            .map_err(|e| failed(format!("handshake: {e:?}")))?;
+        write_frame(&mut stream, &buf[..n]).map_err(failed)?;
+        let reply = read_frame(&mut stream).map_err(|e| failed(format!("{addr}: {e}")))?;
         if reply == REFUSED {
-            return Err(format!(
+            return Err(ConnectError::WrongSecret(format!(
                 "refused by {addr}: the cluster secret does not match (this image was built for another cluster)"
-            ));
+            )));
         }
-        hs.read_message(&reply, &mut buf)
-            .map_err(|_| format!("{addr}: handshake failed: the cluster secret does not match"))?;
+        hs.read_message(&reply, &mut buf).map_err(|_| {
+            ConnectError::WrongSecret(format!(
+                "{addr}: handshake failed: the cluster secret does not match"
+            ))
+        })?;
         let noise = hs
             .into_transport_mode()
-            .map_err(|e| format!("handshake: {e:?}"))?;
+            .map_err(|e| failed(format!("handshake: {e:?}")))?;
         Ok(Channel { stream, noise, buf })
     }
 
@@ -157,7 +182,9 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    fn pair(server: ClusterSecret, client: ClusterSecret) -> (Result<Channel>, Result<Channel>) {
+    type Pair = (Result<Channel>, std::result::Result<Channel, ConnectError>);
+
+    fn pair(server: ClusterSecret, client: ClusterSecret) -> Pair {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
         let t = std::thread::spawn(move || {
@@ -188,7 +215,9 @@ mod tests {
         );
         let se = s.err().expect("server must refuse");
         assert!(se.contains("another cluster secret"), "{se}");
-        let ce = c.err().expect("client must be refused");
-        assert!(ce.contains("does not match"), "{ce}");
+        match c.err().expect("client must be refused") {
+            ConnectError::WrongSecret(m) => assert!(m.contains("does not match"), "{m}"),
+            e => panic!("not a secret refusal: {e}"),
+        }
     }
 }

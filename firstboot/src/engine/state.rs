@@ -4,11 +4,11 @@
 //! cut leaves either the old or the new record, never a torn one.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::host::files::{write_json, PUBLIC};
 
 pub const SCHEMA: u32 = 1;
 
@@ -20,6 +20,8 @@ pub enum Status {
     Done,
     Failed,
     Blocked,
+    /// Off by configuration: recorded, not run.
+    Off,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,20 +86,8 @@ impl State {
         }
     }
 
-    pub fn save(&self, root: &Path) -> std::io::Result<()> {
-        let p = Self::path(root);
-        let dir = p
-            .parent()
-            .ok_or_else(|| std::io::Error::other("no parent"))?;
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(".state.json.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &p)?;
-        File::open(dir)?.sync_all()
+    pub fn save(&self, root: &Path) -> crate::exec::Result<()> {
+        write_json(&Self::path(root), self, PUBLIC)
     }
 
     pub fn step(&mut self, name: &str) -> &mut StepRecord {
@@ -123,7 +113,10 @@ mod tests {
         s.save(d.path()).expect("save");
         // A power cut after writing the temp file but before the rename.
         std::fs::write(
-            d.path().join("var/lib/hc-firstboot/.state.json.tmp"),
+            d.path().join(format!(
+                "var/lib/hc-firstboot/.state.json.hc-tmp.{}",
+                std::process::id()
+            )),
             b"{garbage",
         )
         .expect("write");

@@ -6,49 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::agent::{failpoint, Ctx, Observed, Result, Step};
-use crate::config::normalize_mac;
-use crate::grow;
+pub mod grow;
+
+use crate::engine::{failpoint, Ctx, Observed, Result, Step};
+use crate::host::files::{read_trimmed as read, write_atomic, PUBLIC};
+use crate::host::net::lan_interface;
 
 pub struct Identity;
-
-fn read(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// The LAN interface: the default route's, else the first physical NIC.
-pub fn lan_interface(cx: &Ctx) -> Result<(String, String)> {
-    let by_route = read(&cx.path("/proc/net/route")).and_then(|t| {
-        t.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[1] == "00000000").then(|| f[0].to_string())
-        })
-    });
-    let mut names: Vec<String> = std::fs::read_dir(cx.path("/sys/class/net"))
-        .map_err(|e| format!("listing network interfaces: {e}"))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| {
-            !["lo", "docker", "veth", "br-", "virbr", "tap", "tun"]
-                .iter()
-                .any(|p| n.starts_with(p))
-        })
-        .collect();
-    names.sort();
-    let pick = by_route.into_iter().chain(names).find(|n| {
-        read(&cx.path(&format!("/sys/class/net/{n}/address")))
-            .and_then(|m| normalize_mac(&m))
-            .is_some_and(|m| m != "00:00:00:00:00:00")
-    });
-    let name = pick.ok_or("no network interface with a MAC address")?;
-    let mac = read(&cx.path(&format!("/sys/class/net/{name}/address")))
-        .and_then(|m| normalize_mac(&m))
-        .ok_or("unreadable MAC")?;
-    Ok((name, mac))
-}
 
 /// Where a name assigned by the cluster (node not listed) is kept.
 pub const ASSIGNED_NAME: &str = "/var/lib/hc-firstboot/assigned-name";
@@ -132,16 +98,28 @@ impl Identity {
     }
 }
 
+/// The host keys sshd offers (`/etc/ssh/sshd_config.d/hc-image.conf`), the
+/// one checked for first. No RSA: its key generation took seconds of a
+/// board's CPU and every current client speaks Ed25519.
+const HOST_KEYS: [(&str, &str); 2] = [
+    ("ed25519", "/etc/ssh/ssh_host_ed25519_key"),
+    ("ecdsa", "/etc/ssh/ssh_host_ecdsa_key"),
+];
+
+fn host_keys_made(cx: &Ctx) -> bool {
+    HOST_KEYS.iter().all(|(_, k)| cx.path(k).is_file())
+}
+
 impl Step for Identity {
     fn name(&self) -> &'static str {
         "identity"
     }
 
     fn observe(&self, cx: &Ctx) -> Result<Observed> {
-        let (iface, mac) = lan_interface(cx)?;
+        let (iface, mac) = lan_interface(&cx.root)?;
         let want = desired_hostname(cx, &mac);
         let host_ok = read(&cx.path("/etc/hostname")).as_deref() == Some(want.as_str());
-        let keys_ok = cx.path("/etc/ssh/ssh_host_ed25519_key").is_file();
+        let keys_ok = host_keys_made(cx);
         let (rd, g, part_len, fs) = self.grow_state(cx)?;
         // Within 1 MiB: resize2fs rounds to whole blocks.
         let grown = g.is_none() && fs + (1 << 20) >= part_len;
@@ -166,10 +144,14 @@ impl Step for Identity {
     }
 
     fn apply(&self, cx: &Ctx) -> Result<()> {
-        let (_, mac) = lan_interface(cx)?;
+        let (_, mac) = lan_interface(&cx.root)?;
         let want = desired_hostname(cx, &mac);
         if read(&cx.path("/etc/hostname")).as_deref() != Some(want.as_str()) {
-            write_atomic(&cx.path("/etc/hostname"), format!("{want}\n").as_bytes())?;
+            write_atomic(
+                &cx.path("/etc/hostname"),
+                format!("{want}\n").as_bytes(),
+                PUBLIC,
+            )?;
             let hosts = read(&cx.path("/etc/hosts")).unwrap_or_default();
             let mut lines: Vec<String> = hosts
                 .lines()
@@ -180,15 +162,33 @@ impl Step for Identity {
             write_atomic(
                 &cx.path("/etc/hosts"),
                 format!("{}\n", lines.join("\n")).as_bytes(),
+                PUBLIC,
             )?;
             // The running kernel's name; /etc/hostname covers the next boot.
             std::fs::write(cx.path("/proc/sys/kernel/hostname"), want.as_bytes())
                 .map_err(|e| format!("setting the hostname: {e}"))?;
             failpoint("identity:after-hostname");
         }
-        if !cx.path("/etc/ssh/ssh_host_ed25519_key").is_file() {
-            let root = cx.root.to_string_lossy().into_owned();
-            cx.runner.run(&["ssh-keygen", "-A", "-f", &root])?;
+        if !host_keys_made(cx) {
+            for (t, k) in HOST_KEYS {
+                let p = cx.path(k);
+                if p.is_file() && p.with_extension("pub").is_file() {
+                    continue;
+                }
+                // Made under a temporary name and renamed (the public half
+                // first): a power cut never leaves half a key under the real
+                // name, and ssh-keygen never meets a file it would ask about.
+                let tmp = p.with_extension("hc-tmp");
+                let tmp_pub = p.with_extension("hc-tmp.pub");
+                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_file(&tmp_pub);
+                let f = tmp.to_string_lossy().into_owned();
+                cx.runner
+                    .run(&["ssh-keygen", "-q", "-t", t, "-N", "", "-C", "", "-f", &f])?;
+                std::fs::rename(&tmp_pub, p.with_extension("pub"))
+                    .and_then(|_| std::fs::rename(&tmp, &p))
+                    .map_err(|e| format!("installing {k}: {e}"))?;
+            }
             failpoint("identity:after-ssh-keys");
         }
         let (rd, g, _, _) = self.grow_state(cx)?;
@@ -209,22 +209,4 @@ impl Step for Identity {
         cx.runner.run(&["resize2fs", &rd.part_dev])?;
         Ok(())
     }
-}
-
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().ok_or("no parent directory")?;
-    let tmp = dir.join(format!(
-        ".{}.hc-tmp.{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("renaming to {}: {e}", path.display()))
 }

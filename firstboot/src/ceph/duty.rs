@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: Apache-2.0
+//! What the daemon does for Ceph: a monitor for every swarm manager, the
+//! mount kept, and the cluster's material handed to joiners.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::cmd::mon_json;
+use super::fs::{ensure_mount, mounted};
+use super::material::{Material, MOUNT_POINT, SECRET_FILE};
+use super::mon::{ensure_mon_node, has_mon};
+use super::step::{enabled, TOPIC};
+use crate::cluster::duty::{ClusterView, Duty, Schedule};
+use crate::cluster::join::{JoinAnswer, JoinRefusal, JoinRequest};
+use crate::engine::Ctx;
+use crate::host::node::current_hostname;
+
+/// Ceph calls take seconds (more under emulation): a thread of its own.
+pub struct Reconcile;
+
+impl Duty for Reconcile {
+    fn name(&self) -> &'static str {
+        "ceph"
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule::Every(Duration::from_secs(20))
+    }
+
+    fn tick(&self, cx: &Ctx, view: &ClusterView) {
+        reconcile(cx, view.manager());
+    }
+}
+
+/// Members hand joiners the cluster's material.
+pub struct Answer;
+
+impl JoinAnswer for Answer {
+    fn topic(&self) -> &'static str {
+        TOPIC
+    }
+
+    fn answer(
+        &self,
+        cx: &Ctx,
+        _view: &ClusterView,
+        _req: &JoinRequest,
+    ) -> std::result::Result<Value, JoinRefusal> {
+        let m = material_for_joiner(cx).ok_or_else(|| JoinRefusal::NotYet {
+            reason: "no Ceph cluster here yet".into(),
+        })?;
+        serde_json::to_value(m).map_err(|e| JoinRefusal::Failed {
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The daemon's duty every little while: a swarm manager without a
+/// monitor gets one (the leader promotes two workers at once), and a
+/// CephFS that is not mounted (after a reboot) is mounted again.
+fn reconcile(cx: &Ctx, manager: bool) {
+    if !enabled(cx) || !cx.path(SECRET_FILE).is_file() {
+        return; // the ceph step has not run yet
+    }
+    let Some(m) = Material::load(&cx.root) else {
+        return;
+    };
+    let Ok(Some(l)) = cx.lan() else {
+        return;
+    };
+    let name = current_hostname(&cx.root);
+    if manager && !has_mon(&cx.root, &name) {
+        if let Err(e) = ensure_mon_node(cx, &m, &l) {
+            eprintln!("ceph: adding a monitor on {name}: {e}");
+        }
+    }
+    if !mounted(&cx.root) {
+        if let Err(e) = ensure_mount(cx, Duration::ZERO) {
+            eprintln!("ceph: mounting {MOUNT_POINT}: {e}");
+        }
+    }
+}
+
+/// The material a member hands to a joiner, with the monitors as the
+/// cluster knows them now.
+fn material_for_joiner(cx: &Ctx) -> Option<Material> {
+    let mut m = Material::load(&cx.root)?;
+    if !m.ready {
+        return None;
+    }
+    if let Ok(v) = mon_json(cx, json!({"prefix": "mon dump"})) {
+        let mons: Vec<(String, Ipv4Addr)> = v["mons"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| {
+                        let name = x["name"].as_str()?.to_string();
+                        let addr = x["addr"].as_str()?.split(':').next()?.parse().ok()?;
+                        Some((name, addr))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !mons.is_empty() {
+            m.mons = mons;
+        }
+    }
+    Some(m)
+}

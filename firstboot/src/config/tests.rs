@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+//! homecloud.toml: what is accepted, what is refused, and how errors read.
+
+use super::*;
+
+#[test]
+fn role_labels_follow_roles_and_default_to_storage_and_ingress() {
+    let c: HomecloudConfig = toml::from_str(
+        "schema = 1\n[cluster]\nname = \"h\"\ndomain = \"home.arpa\"\n[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\n[[nodes]]\nname = \"b\"\nmac = \"52:54:00:00:00:02\"\nroles = [\"worker\", \"storage\"]\n",
+    )
+    .expect("config");
+    let l = |n: &str| -> Vec<String> {
+        c.role_labels(n)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    };
+    assert_eq!(
+        l("a"),
+        ["homecloud.role.storage=true", "homecloud.role.ingress=true"]
+    );
+    assert_eq!(l("b"), ["homecloud.role.storage=true"]);
+    assert_eq!(l("node-7"), l("a"));
+}
+use proptest::prelude::*;
+
+const MIN: &str = "schema = 1\n[cluster]\nname = \"home\"\ndomain = \"home.arpa\"\n";
+
+fn parse(s: &str) -> Result<HomecloudConfig, ConfigError> {
+    HomecloudConfig::parse(s, "homecloud.toml")
+}
+
+#[test]
+fn minimal_file_parses_with_defaults() {
+    let c = parse(MIN).expect("minimal config");
+    assert_eq!(c.network.mode, AddressMode::Dhcp);
+    assert_eq!(c.cluster.timezone, "Etc/UTC");
+    assert!(c.nodes.is_empty());
+}
+
+#[test]
+fn example_file_is_valid() {
+    let text = include_str!("../../../examples/homecloud.toml");
+    let c = parse(text).expect("examples/homecloud.toml must validate");
+    assert!(!c.nodes.is_empty());
+}
+
+#[test]
+fn unknown_key_names_its_path() {
+    let e = parse(&format!("{MIN}colour = \"blue\"\n")).expect_err("unknown key");
+    assert!(e.problem.contains("unknown field `colour`"), "{e}");
+    let e = parse(&format!(
+        "{MIN}[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\nrole = []\n"
+    ))
+    .expect_err("unknown nested key");
+    assert_eq!(e.key, "nodes[0].role", "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("homecloud.toml: nodes[0].role: line 8: unknown field `role`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_schema_and_bad_toml_are_reported() {
+    let e = parse("schema = 2\n").expect_err("schema 2");
+    assert_eq!(e.key, "schema");
+    let e = parse("schema = 1\n[cluster\n").expect_err("bad toml");
+    assert_eq!(e.key, "(file)");
+    assert!(e.problem.contains("not valid TOML"));
+}
+
+#[test]
+fn bad_values_name_key_and_fix() {
+    let cases = [
+        ("[[nodes]]\nname = \"a\"\nmac = \"52:54:00:zz:00:01\"\n", "nodes[0].mac"),
+        ("[network]\nvip = \"10.0.0.1\"\n", "network.vip"),
+        ("[network]\nmode = \"static\"\n", "network.gateway"),
+        ("[services.minecraft]\n", "services.minecraft"),
+        ("[ssh]\nauthorized_keys = [\"hello\"]\n", "ssh.authorized_keys[0]"),
+        ("[storage]\nosd_device = \"sda\"\n", "storage.osd_device"),
+        (
+            "[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\n[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:02\"\n",
+            "nodes[1].name",
+        ),
+    ];
+    for (extra, key) in cases {
+        let e = parse(&format!("{MIN}{extra}")).expect_err(extra);
+        assert_eq!(e.key, key, "{e}");
+        assert!(!e.fix.is_empty());
+    }
+}
+
+#[test]
+fn keys_the_device_does_not_apply_yet_are_refused_by_name() {
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOc you@laptop";
+    let cases = [
+        (
+            "[cluster]\ntimezone = \"Europe/Berlin\"\n",
+            "cluster.timezone",
+        ),
+        (
+            "[network]\nmode = \"static\"\ngateway = \"10.0.0.1\"\n",
+            "network.mode",
+        ),
+        ("[network]\ngateway = \"10.0.0.1\"\n", "network.gateway"),
+        ("[network]\ndns = [\"10.0.0.1\"]\n", "network.dns"),
+        (
+            "[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\naddress = \"10.0.0.5/24\"\n",
+            "nodes[0].address",
+        ),
+        (
+            "[ssh]\nauthorized_keys = [\"KEY\"]\n",
+            "ssh.authorized_keys",
+        ),
+        (
+            "[wifi]\nssid = \"n\"\npsk = \"12345678\"\ncountry = \"DE\"\n",
+            "wifi",
+        ),
+        ("[services.syncthing]\n", "services.syncthing"),
+        (
+            "[services.kapacitor]\nenabled = false\n",
+            "services.kapacitor",
+        ),
+        ("[backup]\ntarget = \"/mnt/usb\"\n", "backup"),
+    ];
+    for (extra, want) in cases {
+        let text = if extra.starts_with("[cluster]") {
+            format!(
+                "schema = 1\n[cluster]\nname = \"home\"\ndomain = \"home.arpa\"\n{}",
+                &extra[10..]
+            )
+        } else {
+            format!("{MIN}{}", extra.replace("KEY", key))
+        };
+        let e = parse(&text).expect_err(extra);
+        assert_eq!(e.key, want, "{e}");
+        assert!(e.problem.contains("not applied on the device yet"), "{e}");
+        assert!(e.fix.contains("Not yet implemented"), "{e}");
+    }
+    // The defaults are what the device does: accepted.
+    parse(&format!(
+        "{MIN}[network]\nmode = \"dhcp\"\n[ssh]\nauthorized_keys = []\n"
+    ))
+    .expect("defaults spelled out");
+}
+
+#[test]
+fn node_lookup_ignores_mac_case_and_separator() {
+    let c = parse(&format!(
+        "{MIN}[[nodes]]\nname = \"n1\"\nmac = \"52:54:00:AB:CD:EF\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.node_by_mac("52-54-00-ab-cd-ef").map(|n| n.name.as_str()),
+        Some("n1")
+    );
+    assert!(c.node_by_mac("52:54:00:ab:cd:ee").is_none());
+}
+
+proptest! {
+    #[test]
+    fn parse_never_panics(s in "\\PC{0,200}") {
+        let _ = parse(&s);
+    }
+
+    #[test]
+    fn dns_label_rule(s in "[a-z0-9-]{1,70}") {
+        let ok = is_dns_label(&s);
+        prop_assert_eq!(ok, s.len() <= 63 && !s.starts_with('-') && !s.ends_with('-'));
+    }
+}
