@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hc_qemu::{fields, Guest, GuestOpts, Machine};
+use hc_tests::image::ImageBuild;
 
 struct Built {
     _dir: tempfile::TempDir,
@@ -42,31 +43,24 @@ fn example_without_storage() -> String {
 /// on drop).
 fn image(board: Option<&str>, config: Option<&str>) -> Built {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hc-image"));
-    cmd.arg("build");
+    let mut build = ImageBuild::new(env!("CARGO_BIN_EXE_hc-image"), dir.path());
     if let Some(b) = board {
-        cmd.args(["--board", b]);
+        build = build.board(b);
     }
     if let Some(c) = config {
         let p = dir.path().join("homecloud.toml");
         std::fs::write(&p, c).expect("config");
-        cmd.arg("-c").arg(p);
+        build = build.config(&p);
     }
-    let out = cmd
-        .args(["--extra-overlay", "test-oracle", "--out"])
-        .arg(dir.path())
-        .output()
-        .expect("running hc-image");
-    assert!(
-        out.status.success(),
-        "build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    let img = dir
-        .path()
-        .join(format!("homecloud-{}.img", board.unwrap_or("qemu-arm64")));
-    Built { _dir: dir, img }
+    let built = build
+        .overlay("test-oracle")
+        .run()
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("{}", built.stderr);
+    Built {
+        _dir: dir,
+        img: built.img,
+    }
 }
 
 /// A 1 GiB guest on a 4 GiB copy of `img`. First boots start dockerd and
@@ -216,17 +210,12 @@ fn rock64_and_pine64_images_carry_blob_dtb_and_console() {
         ),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(env!("CARGO_BIN_EXE_hc-image"))
-            .args(["-q", "build", "--board", board, "--out"])
-            .arg(dir.path())
-            .output()
-            .expect("hc-image");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let img = dir.path().join(format!("homecloud-{board}.img"));
+        let img = ImageBuild::new(env!("CARGO_BIN_EXE_hc-image"), dir.path())
+            .board(board)
+            .args(["-q"])
+            .run()
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .img;
         let insp = Command::new(env!("CARGO_BIN_EXE_hc-image"))
             .arg("inspect")
             .arg(&img)

@@ -17,6 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hc_qemu::{Guest, GuestOpts, Lan, LanHost, Machine};
+use hc_tests::image::ImageBuild;
 
 const MACS: [&str; 4] = [
     "52:54:00:12:34:01",
@@ -29,20 +30,13 @@ const SUBNET: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 0);
 /// Builds the cluster image; each `secrets` directory holds one cluster's
 /// secret, made by the first build that uses it.
 fn build(out: &Path, config: &Path, secrets: &Path) -> PathBuf {
-    let o = Command::new(env!("CARGO_BIN_EXE_hc-image"))
+    ImageBuild::new(env!("CARGO_BIN_EXE_hc-image"), out)
         .env("HC_SECRETS_DIR", secrets)
-        .args(["build", "--extra-overlay", "test-cluster", "-c"])
-        .arg(config)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("running hc-image");
-    assert!(
-        o.status.success(),
-        "build failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out.join("homecloud-qemu-arm64.img")
+        .overlay("test-cluster")
+        .config(config)
+        .run()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .img
 }
 
 fn root_offset(img: &Path) -> u64 {
@@ -154,20 +148,43 @@ fn ok(lan: &Lan, n: &Node, cmd: &str) -> String {
     out
 }
 
-/// Sorted `docker node ls` as this node sees it.
+/// The swarm's members as this node sees them, sorted, one
+/// `NAME Ready|Down manager|worker` per line, from `hc status` (the agent
+/// reads dockerd's API: a `docker` process every few seconds cost a loaded
+/// guest tens of seconds each). Empty on a worker.
 fn node_ls(lan: &Lan, n: &Node) -> String {
-    let out = ok(
-        lan,
-        n,
-        "docker node ls --format '{{.Hostname}} {{.Status}} {{if .ManagerStatus}}manager{{else}}worker{{end}}'",
-    );
-    let mut l: Vec<&str> = out.lines().collect();
+    let out = ok(lan, n, "hc status");
+    let mut l: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("  swarm node "))
+        .map(|m| {
+            let w: Vec<&str> = m.split_whitespace().collect();
+            let name = w.first().copied().filter(|h| *h != "-").unwrap_or("");
+            let status = if w.get(1) == Some(&"ready") {
+                "Ready"
+            } else {
+                "Down"
+            };
+            let role = if w.get(2) == Some(&"manager") {
+                "manager"
+            } else {
+                "worker"
+            };
+            format!("{name} {status} {role}")
+        })
+        .collect();
     l.sort();
     l.join("\n")
 }
 
+/// The swarm id the node's cluster step recorded (`hc status`).
 fn swarm_id(lan: &Lan, n: &Node) -> String {
-    ok(lan, n, "docker info --format '{{.Swarm.Cluster.ID}}'")
+    ok(lan, n, "hc status")
+        .lines()
+        .find_map(|l| l.strip_prefix("  swarm: "))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// One echo request with a 200 ms deadline: the failover gap is measured
@@ -404,7 +421,8 @@ fn wait_managers(lan: &Lan, n: &Node, want: usize, since: Instant) -> String {
             return ls;
         }
         assert!(since.elapsed() < BOOT, "not {want} Ready managers: {ls}");
-        std::thread::sleep(Duration::from_secs(2));
+        // `hc status` asks dockerd and the monitors: not back to back.
+        std::thread::sleep(Duration::from_secs(15));
     }
 }
 
@@ -438,7 +456,7 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
     );
     let id = swarm_id(&lan, &nodes[0]);
     for n in &nodes {
-        // A manager that just joined reports peers as Unknown until its
+        // A manager that just joined reports peers as down until its
         // first heartbeats: agreement is eventual, within minutes.
         let since = Instant::now();
         loop {
@@ -666,11 +684,23 @@ fn identity(lan: &Lan, n: &Node) -> Vec<String> {
 fn failpoint_stop(lan: &Lan, n: &mut Node, name: &str) {
     let f = n.ready(BOOT);
     assert_eq!(f["agent"], "failed", "{name} should have fired: {f:?}");
-    ok(
+    let (_, rc) = exec(
         lan,
-        n,
+        n.addr,
         &format!("grep -x {name} /etc/hc-image/failpoint.fired"),
     );
+    if rc != 0 {
+        // The agent failed for another reason: say which.
+        let (st, _) = exec(
+            lan,
+            n.addr,
+            "hc status; journalctl -b -u hc-firstboot --no-pager | tail -40",
+        );
+        panic!(
+            "node{}: the agent failed before {name} fired:\n{st}",
+            n.k + 1
+        );
+    }
     n.kill();
     n.start();
 }
@@ -742,7 +772,20 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     assert_eq!(st["quorum_names"], serde_json::json!(["node1"]), "{st}");
     assert_eq!(st["osdmap"]["num_up_osds"], 1, "{st}");
     assert!(st["fsmap"]["up"].as_u64() >= Some(1), "no MDS up: {st}");
-    assert_eq!(st["mgrmap"]["available"], true, "{st}");
+    // The manager (Python modules) is the slowest daemon to start; the
+    // agent does not wait for it, CephFS works without it.
+    let since = Instant::now();
+    loop {
+        let st = ceph_json(&lan, &nodes[0], "status");
+        if st["mgrmap"]["available"] == true {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(300),
+            "no manager available 300 s after ready: {st}"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
     wait_mounted(&lan, &nodes[0], Duration::from_secs(60));
     let lone = ok(
         &lan,

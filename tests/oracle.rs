@@ -381,6 +381,7 @@ fn check_oracles(board: &str, b: &Built) -> Result<()> {
         sha256_file(&b.img)?,
         "{board}: bmaptool copy"
     );
+    used_card_from_bmap(board, b, &bmap)?;
     assert_eq!(
         m["artifacts"]["image"]["sha256"]
             .as_str()
@@ -392,6 +393,32 @@ fn check_oracles(board: &str, b: &Built) -> Result<()> {
         .arg("SHA256SUMS")
         .current_dir(b.dir.path()))?;
     assert_eq!(sums.matches(": OK").count(), 3, "{sums}");
+    Ok(())
+}
+
+/// What a block-map writer (bmaptool, hc-image flash) leaves on a used
+/// card: only the bmap's ranges written over old bytes. Both filesystems
+/// must still check clean, so every block whose zeros matter is mapped.
+fn used_card_from_bmap(board: &str, b: &Built, bmap: &Path) -> Result<()> {
+    let map = hc_image::flash::bmap::parse(&std::fs::read(bmap)?)
+        .map_err(|e| anyhow::anyhow!("{board}: bmap: {e:?}"))?;
+    let card = b.dir.path().join("used-card.img");
+    let img = std::fs::read(&b.img)?;
+    let mut bytes = vec![0xa5u8; img.len()];
+    for r in &map.ranges {
+        let (s, e) = (r.start as usize, (r.end as usize).min(img.len()));
+        bytes[s..e].copy_from_slice(&img[s..e]);
+    }
+    std::fs::write(&card, &bytes)?;
+    let (fat_off, fat_len) = part(&b.manifest, 0);
+    let (root_off, _) = part(&b.manifest, 1);
+    let fat = b.dir.path().join("used-card.vfat");
+    copy_region(&card, fat_off, fat_len, &fat)?;
+    run(command("fsck.vfat")?.arg("-n").arg(&fat))
+        .with_context(|| format!("{board}: HCBOOT of a used card written from the bmap"))?;
+    run(command("e2fsck")?.arg("-fn").arg(at(&card, root_off)))
+        .with_context(|| format!("{board}: root of a used card written from the bmap"))?;
+    std::fs::remove_file(&card)?;
     Ok(())
 }
 

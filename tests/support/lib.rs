@@ -3,6 +3,7 @@
 //! small helpers for driving host tools (e2fsprogs, sfdisk, xz, ...).
 
 pub mod armbian;
+pub mod image;
 pub mod rootfs;
 
 use std::fs::File;
