@@ -238,3 +238,21 @@ fn invalid_config_changes_nothing_and_says_which_key() {
     assert_eq!(engine::run(root, &fake, &steps), Ok(true));
     assert!(!engine::status(root, &RealRunner, &[]).contains("blocked:"));
 }
+
+#[test]
+fn unlisted_nodes_are_named_from_their_mac_and_bad_macs_get_no_name() {
+    use hc_firstboot::identity::mac_name;
+    assert_eq!(mac_name("52:54:00:AB:cd:0F").as_deref(), Some("hc-abcd0f"));
+    // The founder and a joiner answered by any manager get the same name.
+    assert_eq!(mac_name("52:54:00:12:34:56"), mac_name("52:54:00:12:34:56"));
+    for bad in [
+        "",
+        "52:54:00:12:34",
+        "52:54:00:12:34:56:78",
+        "52:54:00:12:34:5g",
+        "5254001234:56",
+        "é:54:00:12:34:56",
+    ] {
+        assert_eq!(mac_name(bad), None, "{bad:?}");
+    }
+}

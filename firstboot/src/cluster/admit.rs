@@ -4,7 +4,6 @@
 //! leader promotes managers (managers.rs), so a joiner cut mid-join never
 //! costs the swarm its quorum.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,12 +14,10 @@ use super::duty::{ClusterView, Duty, Schedule};
 use super::join::{JoinAnswer, JoinRefusal, JoinRequest};
 use super::swarm::api_worker_token;
 use crate::engine::{Ctx, Result};
-use crate::host::files::{read_json, write_json, PUBLIC};
 use crate::host::node::uptime_ms;
+use crate::identity::mac_name;
 
 pub const TOPIC: &str = "swarm";
-/// Names given to unlisted nodes, by MAC, in join order.
-const NAMES: &str = "/var/lib/hc-firstboot/names.json";
 
 /// What a joiner gets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,28 +130,58 @@ impl JoinAnswer for SwarmAnswer {
     }
 }
 
-/// Listed nodes keep their configured name; others get `node-N` in join order.
+/// Listed nodes keep their configured name; others are named from their
+/// MAC as the founder names itself (`hc-XXXXXX`), so no two answering
+/// managers can hand out one name twice.
 fn name_for(cx: &Ctx, mac: &str) -> Result<String> {
     if let Some(n) = cx.config.node_by_mac(mac) {
         return Ok(n.name.clone());
     }
-    let path = cx.path(NAMES);
-    let mut names: BTreeMap<String, String> = read_json(&path);
-    if let Some(n) = names.get(mac) {
-        return Ok(n.clone());
+    let name = mac_name(mac).ok_or_else(|| format!("{mac:?} is not a MAC address"))?;
+    if cx.config.nodes.iter().any(|n| n.name == name) {
+        return Err(format!(
+            "homecloud.toml gives the name {name} to another node, and it is the name of the node with MAC {mac}: rename that node"
+        )
+        .into());
     }
-    let taken: Vec<&str> = cx
-        .config
-        .nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .chain(names.values().map(String::as_str))
-        .collect();
-    let name = (1..)
-        .map(|k| format!("node-{k}"))
-        .find(|n| !taken.contains(&n.as_str()))
-        .unwrap_or_default();
-    names.insert(mac.to_string(), name.clone());
-    write_json(&path, &names, PUBLIC)?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_for;
+    use crate::config::HomecloudConfig;
+    use crate::engine::Ctx;
+    use crate::exec::RealRunner;
+
+    fn ctx_with<'a>(runner: &'a RealRunner, nodes: &str) -> Ctx<'a> {
+        let text = format!("schema = 1\n[cluster]\nname = \"t\"\ndomain = \"home.arpa\"\n{nodes}");
+        let config = HomecloudConfig::parse(&text, "homecloud.toml").expect("config");
+        Ctx::new(std::path::Path::new("/nonexistent"), runner, config)
+    }
+
+    #[test]
+    fn listed_nodes_keep_their_name_others_are_named_from_their_mac() {
+        let r = RealRunner;
+        let cx = ctx_with(
+            &r,
+            "[[nodes]]\nname = \"kitchen\"\nmac = \"52:54:00:00:00:01\"\n",
+        );
+        assert_eq!(
+            name_for(&cx, "52:54:00:00:00:01").expect("listed"),
+            "kitchen"
+        );
+        assert_eq!(
+            name_for(&cx, "52:54:00:AA:bb:02").expect("unlisted"),
+            "hc-aabb02"
+        );
+        assert!(name_for(&cx, "not-a-mac").is_err());
+        // A listed name that is another node's MAC name is refused, not shared.
+        let cx = ctx_with(
+            &r,
+            "[[nodes]]\nname = \"hc-aabb02\"\nmac = \"52:54:00:00:00:01\"\n",
+        );
+        let e = name_for(&cx, "52:54:00:aa:bb:02").expect_err("taken");
+        assert!(e.to_string().contains("rename that node"), "{e}");
+    }
 }

@@ -24,8 +24,22 @@ pub fn desired_hostname(cx: &Ctx, mac: &str) -> String {
         Some(n) => n.name.clone(),
         None => read(&cx.path(ASSIGNED_NAME))
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| format!("hc-{}", mac[9..].replace(':', ""))),
+            .or_else(|| mac_name(mac))
+            .unwrap_or_else(|| "homecloud".into()),
     }
+}
+
+/// The name of a node `homecloud.toml` does not list: `hc-` and the last
+/// three octets of its MAC, the same on the founder and on every joiner.
+/// `None` unless `mac` is six hex octets joined by colons (it may come from
+/// the join channel).
+pub fn mac_name(mac: &str) -> Option<String> {
+    let octets: Vec<&str> = mac.split(':').collect();
+    let ok = octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then(|| format!("hc-{}", octets[3..].concat().to_ascii_lowercase()))
 }
 
 struct RootDev {
