@@ -141,8 +141,7 @@ fn name_for(cx: &Ctx, mac: &str) -> Result<String> {
     if cx.config.nodes.iter().any(|n| n.name == name) {
         return Err(format!(
             "homecloud.toml gives the name {name} to another node, and it is the name of the node with MAC {mac}: rename that node"
-        )
-        .into());
+        ));
     }
     Ok(name)
 }
