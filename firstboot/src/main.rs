@@ -29,6 +29,7 @@ static STEPS: &[&dyn Step] = &[
 static VIP_HEALTH: keepalived::Health = keepalived::Health::new();
 static SWARM: cluster::admit::SwarmAnswer = cluster::admit::SwarmAnswer::new();
 static LABELS: cluster::managers::Labels = cluster::managers::Labels::new();
+static MANAGERS: cluster::managers::Managers = cluster::managers::Managers::new();
 static LEFTOVERS: cluster::managers::Leftovers = cluster::managers::Leftovers::new();
 
 /// What `serve` does periodically (after-poll duties run in this order).
@@ -36,7 +37,7 @@ static DUTIES: &[&dyn Duty] = &[
     &VIP_HEALTH,
     &keepalived::Peers,
     &SWARM,
-    &cluster::managers::Managers,
+    &MANAGERS,
     &LABELS,
     &LEFTOVERS,
     &timesync::Server,

@@ -89,6 +89,30 @@ pub fn to_demote(members: &[Member]) -> Vec<String> {
         .collect()
 }
 
+/// How long the swarm may stand at two managers with no worker to make a
+/// third before the leader steps back to one: long enough for a card's
+/// reboot, short of leaving it there.
+pub const PAIR_MS: u64 = 300_000;
+
+/// The manager to demote when the swarm stands at two managers and no ready
+/// worker can be the third: two managers lose quorum when either fails, one
+/// only when it does. Both must be Ready (a demotion needs the pair's
+/// quorum), no promotion may be under way, and the leader keeps its role.
+pub fn lone_pair(config: &HomecloudConfig, members: &[Member]) -> Option<String> {
+    let managers: Vec<&Member> = members.iter().filter(|m| m.manager).collect();
+    let quiet = managers.len() == 2
+        && managers.iter().all(|m| m.ready)
+        && !members.iter().any(|m| m.pending)
+        && to_promote(config, members).is_empty();
+    if !quiet {
+        return None;
+    }
+    managers
+        .iter()
+        .find(|m| !m.leader && !m.me)
+        .map(|m| m.id.clone())
+}
+
 /// The swarm's members if this node is the leader: the leader's duties
 /// act, the other managers' do not (two never act at once).
 fn leader_members(engine: &dyn Engine) -> Option<Vec<Member>> {
@@ -99,11 +123,42 @@ fn leader_members(engine: &dyn Engine) -> Option<Vec<Member>> {
 }
 
 /// Run by every manager; only the leader acts, so two managers never
-/// promote past three.
-pub fn reconcile_managers(config: &HomecloudConfig, engine: &dyn Engine) {
+/// promote past three. `pair_since` holds when the swarm was first seen at
+/// a lone pair (0: it is not), `now` the uptime in ms.
+pub fn reconcile_managers(
+    config: &HomecloudConfig,
+    engine: &dyn Engine,
+    pair_since: &AtomicU64,
+    now: u64,
+) {
     let Some(members) = leader_members(engine) else {
         return;
     };
+    match lone_pair(config, &members) {
+        None => pair_since.store(0, Ordering::Relaxed),
+        Some(id) => {
+            let since = pair_since.load(Ordering::Relaxed);
+            if since == 0 {
+                pair_since.store(now.max(1), Ordering::Relaxed);
+            } else if now.saturating_sub(since) >= PAIR_MS {
+                match engine.demote(&id) {
+                    Ok(()) => {
+                        pair_since.store(0, Ordering::Relaxed);
+                        journal(
+                            ids::SWARM_PROMOTED,
+                            4,
+                            &format!(
+                                "demoted swarm node {id}: two managers and no third for {} s, one manager loses quorum less often",
+                                PAIR_MS / 1000
+                            ),
+                            &[],
+                        );
+                    }
+                    Err(e) => eprintln!("demoting {id}: {e}"),
+                }
+            }
+        }
+    }
     for id in to_demote(&members) {
         match engine.demote(&id) {
             Ok(()) => journal(
@@ -128,8 +183,25 @@ pub fn reconcile_managers(config: &HomecloudConfig, engine: &dyn Engine) {
     }
 }
 
-/// The leader promotes ready workers to three managers.
-pub struct Managers;
+/// The leader promotes ready workers to three managers, or steps a lone
+/// pair back to one.
+pub struct Managers {
+    pair_since: AtomicU64,
+}
+
+impl Managers {
+    pub const fn new() -> Self {
+        Managers {
+            pair_since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for Managers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Duty for Managers {
     fn name(&self) -> &'static str {
@@ -143,15 +215,22 @@ impl Duty for Managers {
     fn tick(&self, cx: &Ctx, view: &ClusterView) {
         // Member counts from /info: `docker node ls` only when a promotion
         // may be due.
+        // A pair is due even with no other node: it steps back to one.
         let due = view.manager()
-            && view
-                .swarm
-                .as_ref()
-                .is_some_and(|i| (i.managers as usize) < MANAGERS && i.nodes > i.managers);
+            && view.swarm.as_ref().is_some_and(|i| {
+                (i.managers as usize) < MANAGERS && (i.nodes > i.managers || i.managers == 2)
+            });
         // /info counts managers with a raft status: a halfway promotion
         // keeps this due until it is finished or taken back.
         if due {
-            reconcile_managers(&cx.config, &DockerApi { runner: cx.runner });
+            reconcile_managers(
+                &cx.config,
+                &DockerApi { runner: cx.runner },
+                &self.pair_since,
+                uptime_ms(),
+            );
+        } else {
+            self.pair_since.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -370,6 +449,120 @@ mod tests {
             pending("c", true),
         ];
         assert!(to_promote(&cfg, &m).is_empty() && to_demote(&m).is_empty());
+    }
+
+    #[test]
+    fn a_lone_pair_steps_back_to_one_manager_only_when_no_third_can_come() {
+        let cfg = HomecloudConfig::parse(
+            "schema = 1\n[cluster]\nname = \"h\"\ndomain = \"home.arpa\"\n",
+            "test.toml",
+        )
+        .expect("config");
+        let leader = Member {
+            leader: true,
+            me: true,
+            ..member("a", true, true)
+        };
+        // The third is down: b (not the leader) is the one to demote.
+        let m = [
+            leader.clone(),
+            member("b", true, true),
+            member("c", false, false),
+        ];
+        assert_eq!(lone_pair(&cfg, &m).as_deref(), Some("b"));
+        // A ready worker can be the third: promote it instead.
+        let m = [
+            leader.clone(),
+            member("b", true, true),
+            member("c", false, true),
+        ];
+        assert_eq!(lone_pair(&cfg, &m), None);
+        assert_eq!(to_promote(&cfg, &m), ["c"]);
+        // The pair's other manager is down: no quorum for a demotion.
+        let m = [leader.clone(), member("b", true, false)];
+        assert_eq!(lone_pair(&cfg, &m), None);
+        // A promotion under way, or one or three managers: nothing.
+        assert_eq!(
+            lone_pair(
+                &cfg,
+                &[leader.clone(), member("b", true, true), pending("c", true)]
+            ),
+            None
+        );
+        assert_eq!(
+            lone_pair(&cfg, &[leader.clone(), member("b", false, false)]),
+            None
+        );
+        assert_eq!(
+            lone_pair(
+                &cfg,
+                &[
+                    leader.clone(),
+                    member("b", true, true),
+                    member("c", true, false)
+                ]
+            ),
+            None
+        );
+    }
+
+    /// Records demotions; members as given (a fake engine for the clock).
+    struct FakeEngine {
+        members: Vec<Member>,
+        demoted: Mutex<Vec<String>>,
+    }
+
+    impl Engine for FakeEngine {
+        fn info(&self) -> crate::engine::Result<super::super::swarm::SwarmInfo> {
+            Err("fake".into())
+        }
+        fn init(&self, _: std::net::Ipv4Addr) -> crate::engine::Result<()> {
+            Err("fake".into())
+        }
+        fn join(&self, _: &str, _: &str, _: std::net::Ipv4Addr) -> crate::engine::Result<()> {
+            Err("fake".into())
+        }
+        fn leave(&self) -> crate::engine::Result<()> {
+            Err("fake".into())
+        }
+        fn label(&self, _: &str, _: &[(String, String)]) -> crate::engine::Result<()> {
+            Err("fake".into())
+        }
+        fn promote(&self, _: &str) -> crate::engine::Result<()> {
+            Err("fake".into())
+        }
+        fn demote(&self, id: &str) -> crate::engine::Result<()> {
+            self.demoted.lock().expect("lock").push(id.into());
+            Ok(())
+        }
+        fn members(&self) -> crate::engine::Result<Vec<Member>> {
+            Ok(self.members.clone())
+        }
+    }
+
+    #[test]
+    fn the_pair_is_demoted_only_after_it_stood_for_pair_ms() {
+        let cfg = HomecloudConfig::parse(
+            "schema = 1\n[cluster]\nname = \"h\"\ndomain = \"home.arpa\"\n",
+            "test.toml",
+        )
+        .expect("config");
+        let leader = Member {
+            leader: true,
+            me: true,
+            ..member("a", true, true)
+        };
+        let e = FakeEngine {
+            members: vec![leader, member("b", true, true), member("c", false, false)],
+            demoted: Mutex::new(Vec::new()),
+        };
+        let since = AtomicU64::new(0);
+        reconcile_managers(&cfg, &e, &since, 10_000);
+        reconcile_managers(&cfg, &e, &since, 10_000 + PAIR_MS - 1);
+        assert!(e.demoted.lock().expect("lock").is_empty());
+        reconcile_managers(&cfg, &e, &since, 10_000 + PAIR_MS);
+        assert_eq!(*e.demoted.lock().expect("lock"), ["b"]);
+        assert_eq!(since.load(Ordering::Relaxed), 0);
     }
 
     #[test]
