@@ -178,10 +178,12 @@ fn node_ls(lan: &Lan, n: &Node) -> String {
 }
 
 /// The swarm id the node's cluster step recorded (`hc status`).
+/// The swarm's id as the node's dockerd tells it (managers only; a worker's
+/// is empty).
 fn swarm_id(lan: &Lan, n: &Node) -> String {
     ok(lan, n, "hc status")
         .lines()
-        .find_map(|l| l.strip_prefix("  swarm: "))
+        .find_map(|l| l.strip_prefix("  swarm id: "))
         .unwrap_or_default()
         .trim()
         .to_string()
@@ -830,14 +832,15 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     let ls = wait_managers(&lan, &nodes[0], 3, Instant::now());
     let mut seen: Vec<Vec<String>> = Vec::new();
     for n in &nodes {
+        // Once the node sees three managers it is one, and knows the id.
+        let mine = wait_managers(&lan, n, 3, Instant::now());
+        assert_eq!(mine, ls, "node{}", n.k + 1);
         assert_eq!(
             swarm_id(&lan, n),
             id,
             "node{} is in a second swarm",
             n.k + 1
         );
-        let mine = wait_managers(&lan, n, 3, Instant::now());
-        assert_eq!(mine, ls, "node{}", n.k + 1);
         let v = identity(&lan, n);
         // homecloud.toml on HCBOOT names the node by its MAC.
         assert_eq!(v[0], format!("node{}", n.k + 1), "{v:?}");

@@ -44,14 +44,18 @@ fn engine_starting(engine: &dyn Engine) -> bool {
 }
 
 fn swarm_facts(i: &SwarmInfo) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("swarm".into(), i.cluster_id.clone()),
+    let mut f = BTreeMap::from([
         (
             "role".into(),
             if i.manager { "manager" } else { "worker" }.into(),
         ),
         ("node id".into(), i.node_id.clone()),
-    ])
+    ]);
+    // dockerd tells only managers the swarm's id.
+    if !i.cluster_id.is_empty() {
+        f.insert("swarm".into(), i.cluster_id.clone());
+    }
+    f
 }
 
 fn adopt_name(cx: &Ctx, mac: &str, name: &str) -> Result<()> {
@@ -119,8 +123,12 @@ impl Step for Cluster {
                 i.managers,
                 i.nodes
             ));
-            // Only managers know the members (what `docker node ls` shows,
-            // without a `docker` process).
+            // Only managers know the swarm's id and its members (what
+            // `docker info` and `docker node ls` show, without a `docker`
+            // process).
+            if i.manager && !i.cluster_id.is_empty() {
+                out.push(format!("  swarm id: {}", i.cluster_id));
+            }
             if i.manager {
                 for m in engine.members().unwrap_or_default() {
                     out.push(member_line(&m));
