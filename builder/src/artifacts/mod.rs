@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod bmap;
+pub mod seekable;
 #[cfg(test)]
 mod tests;
 
@@ -46,8 +47,9 @@ pub struct ImageDigest {
 /// One sequential pass over the image file `img` (a sparse file, possibly
 /// several GiB, mostly holes) that:
 /// - computes the sha256 of every byte of the image (holes read as zeros),
-/// - writes `zst_out`: zstd level 3, multithreaded (one worker per available
-///   core), with content size and checksum in the frame header,
+/// - writes `zst_out`: zstd level 3 in independent frames of 8 MiB with
+///   content size and checksum, compressed on every core, and a seek table
+///   (`seekable`) so `hc-image flash` skips the holes' frames,
 /// - writes `bmap_out` in bmaptool's format 2.0 with 4096-byte blocks: ranges
 ///   of blocks that are not all-zero, each with its sha256, and the
 ///   `BmapFileChecksum` computed the way `bmaptool copy` verifies it.
@@ -84,16 +86,7 @@ fn digest_and_compress_with(
 
     let zst_file =
         File::create(zst_out).with_context(|| format!("creating {}", zst_out.display()))?;
-    let mut enc = zstd::stream::Encoder::new(HashWriter::new(zst_file), ZSTD_LEVEL)
-        .with_context(|| format!("starting zstd for {}", zst_out.display()))?;
-    enc.multithread(workers.max(1))
-        .context("setting zstd worker count")?;
-    enc.include_checksum(true)
-        .context("enabling zstd checksum")?;
-    enc.include_contentsize(true)
-        .context("enabling zstd content size")?;
-    enc.set_pledged_src_size(Some(size))
-        .context("setting zstd content size")?;
+    let mut enc = seekable::Framed::new(HashWriter::new(zst_file), ZSTD_LEVEL, workers as usize);
 
     // The whole-image sha256 is serial and costs about as much CPU as zstd
     // on the holes, so it runs on its own thread; buffers cycle via a pool.

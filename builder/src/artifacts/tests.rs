@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::bmap::human_size;
 use super::*;
+use std::fs::File;
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
@@ -101,10 +102,17 @@ fn sparse_image_roundtrips_through_bmaptool() {
     let zst_bytes = std::fs::read(&zst).expect("read zst");
     let decoded = zstd::stream::decode_all(&zst_bytes[..]).expect("decode zst");
     assert!(decoded == bytes, "zst does not decode to the image");
-    // Content size is in the frame header.
+    // The seek table covers the image; each frame names its size.
+    let frames = super::seekable::frames(&File::open(&zst).expect("open zst"))
+        .expect("read zst")
+        .expect("a seek table");
+    assert_eq!(
+        frames.iter().map(|f| f.len).sum::<u64>(),
+        bytes.len() as u64
+    );
     assert_eq!(
         zstd::zstd_safe::get_frame_content_size(&zst_bytes).ok(),
-        Some(Some(bytes.len() as u64))
+        Some(Some(frames[0].len))
     );
 
     let dest = dir.path().join("dest.img");

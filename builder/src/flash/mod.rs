@@ -28,6 +28,7 @@ pub mod cli;
 pub mod device;
 pub mod fat;
 pub mod hcboot;
+mod par;
 pub mod progress;
 pub mod source;
 pub mod sys;

@@ -18,6 +18,7 @@ use super::bmap::{self, Bmap, Range};
 
 /// Read/write granularity: large writes, aligned to this size.
 pub const WINDOW: usize = 4 << 20;
+use crate::artifacts::seekable::{self, Frame};
 use crate::error::InputError;
 
 /// How the image bytes are stored.
@@ -36,6 +37,8 @@ pub struct Source {
     /// Uncompressed size, when known before decompressing.
     pub size: Option<u64>,
     pub bmap: Option<(PathBuf, Bmap)>,
+    /// The frames of a seekable `.zst` (what `hc-image build` writes).
+    pub frames: Option<Vec<Frame>>,
 }
 
 fn input(path: &Path, problem: impl Into<String>, fix: impl Into<String>) -> InputError {
@@ -173,13 +176,23 @@ impl Source {
             }
             None => None,
         };
+        let frames = match kind {
+            Kind::Zstd => {
+                let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+                seekable::frames(&f).with_context(|| format!("reading {}", path.display()))?
+            }
+            _ => None,
+        };
         let size = match kind {
             Kind::Raw => Some(
                 std::fs::metadata(path)
                     .with_context(|| format!("reading metadata of {}", path.display()))?
                     .len(),
             ),
-            Kind::Zstd => zstd_size(path),
+            Kind::Zstd => match &frames {
+                Some(f) => Some(f.iter().map(|f| f.len).sum()),
+                None => zstd_size(path),
+            },
             Kind::Xz => File::open(path).ok().and_then(|mut f| xz_size(&mut f)),
         };
         if let (Some(s), Some((p, b))) = (size, &bmap) {
@@ -205,6 +218,7 @@ impl Source {
             kind,
             size: size.or(bmap.as_ref().map(|(_, b)| b.image_size)),
             bmap,
+            frames,
         })
     }
 
@@ -322,6 +336,9 @@ impl Source {
             }
             return Ok(());
         }
+        if let Some(frames) = &self.frames {
+            return self.produce_frames(frames, ranges, end, out, pool);
+        }
         let mut r = self.stream()?;
         let mut pos = 0u64;
         while pos < end {
@@ -353,14 +370,133 @@ impl Source {
         Ok(())
     }
 
+    /// `produce` for a seekable `.zst`: only the frames that hold mapped
+    /// bytes are read, decompressed on up to four threads (frame j on
+    /// thread j mod n) and handed on in image order.
+    fn produce_frames(
+        &self,
+        frames: &[Frame],
+        ranges: &[Range],
+        end: u64,
+        out: mpsc::SyncSender<Window>,
+        pool: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<()> {
+        let covered = frames.last().map_or(0, |f| f.image_offset + f.len);
+        if covered < end {
+            anyhow::bail!(
+                "{} ends at byte {covered}, its block map goes to {end}: truncated image",
+                self.path.display()
+            );
+        }
+        let need: Vec<&Frame> = frames
+            .iter()
+            .filter(|f| {
+                let fe = f.image_offset + f.len;
+                ranges
+                    .iter()
+                    .any(|r| r.start < fe && f.image_offset < r.end)
+            })
+            .collect();
+        let file =
+            File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4)
+            .min(need.len().max(1));
+        tracing::info!(
+            "decompressing {} of {} frames (the rest hold no mapped block) on {threads} threads",
+            need.len(),
+            frames.len()
+        );
+        let (need, file, path) = (&need, &file, &self.path);
+        std::thread::scope(|s| -> Result<()> {
+            let mut rxs = Vec::new();
+            let mut workers = Vec::new();
+            for t in 0..threads {
+                let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(1);
+                rxs.push(rx);
+                workers.push(s.spawn(move || -> Result<()> {
+                    let mut d = zstd::bulk::Decompressor::new().context("starting zstd")?;
+                    let mut z = Vec::new();
+                    for f in need.iter().skip(t).step_by(threads) {
+                        z.resize(usize::try_from(f.compressed)?, 0);
+                        file.read_exact_at(&mut z, f.file_offset)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        let data =
+                            d.decompress(&z, usize::try_from(f.len)?).with_context(|| {
+                                format!(
+                                    "decompressing {} (the frame at byte {})",
+                                    path.display(),
+                                    f.file_offset
+                                )
+                            })?;
+                        if data.len() as u64 != f.len {
+                            anyhow::bail!(
+                                "{}: the frame at byte {} holds {} bytes, its seek table says {}",
+                                path.display(),
+                                f.file_offset,
+                                data.len(),
+                                f.len
+                            );
+                        }
+                        if tx.send(data).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(())
+                }));
+            }
+            'frames: for (j, f) in need.iter().enumerate() {
+                let Ok(data) = rxs[j % threads].recv() else {
+                    break;
+                };
+                let stop = (f.image_offset + f.len).min(end);
+                let mut pos = f.image_offset;
+                while pos < stop {
+                    let next = ((pos / WINDOW as u64) + 1) * WINDOW as u64;
+                    let len = (next.min(stop) - pos) as usize;
+                    let Ok(mut buf) = pool.recv() else {
+                        break 'frames;
+                    };
+                    let at = (pos - f.image_offset) as usize;
+                    buf[..len].copy_from_slice(&data[at..at + len]);
+                    if out
+                        .send(Window {
+                            offset: pos,
+                            buf,
+                            len,
+                        })
+                        .is_err()
+                    {
+                        break 'frames;
+                    }
+                    pos += len as u64;
+                }
+            }
+            drop(rxs);
+            let mut first = Ok(());
+            for w in workers {
+                let r = w
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a zstd thread panicked")));
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+            first
+        })
+    }
+
     /// Hashes a raw image's mapped ranges and compares each with the
     /// bmap, before anything is written. `tick` gets the bytes done.
-    pub fn check_ranges(&self, ranges: &[Range], tick: &dyn Fn(u64)) -> Result<()> {
+    pub fn check_ranges(&self, ranges: &[Range], tick: &(dyn Fn(u64) + Sync)) -> Result<()> {
         let f =
             File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
-        let mut buf = vec![0u8; WINDOW];
-        for r in ranges {
-            let Some(want) = r.sha256 else { continue };
+        super::par::each_range(ranges, |i| {
+            let r = &ranges[i];
+            let Some(want) = r.sha256 else { return Ok(()) };
+            let mut buf = vec![0u8; WINDOW];
             let mut h = Sha256::new();
             let mut pos = r.start;
             while pos < r.end {
@@ -382,8 +518,8 @@ impl Source {
                 )
                 .into());
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
