@@ -35,7 +35,7 @@ pub mod sys;
 pub mod verify;
 pub mod write;
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufRead, IsTerminal, Write as _};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -150,7 +150,11 @@ fn test_seam(name: &str) -> Option<u64> {
 
 /// Checks the image before anything is written: its bmap and the file
 /// itself against the sums published beside it; a raw image range by
-/// range against its bmap.
+/// range against its bmap. True when the bytes to write are known good
+/// before writing: a raw image whose ranges matched, or a compressed one
+/// whose file and bmap matched their published sums (decompression then
+/// yields the bytes the bmap was made from). Otherwise each range is
+/// hashed while it is written and the first MiB goes last only if all match.
 fn check_image(src: &Source, ranges: &[bmap::Range], prog: &progress::Progress) -> Result<bool> {
     let dir = src
         .path
@@ -158,28 +162,29 @@ fn check_image(src: &Source, ranges: &[bmap::Range], prog: &progress::Progress) 
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let sums = source::published_sums(&dir)?;
-    if let Some((p, _)) = &src.bmap {
-        source::check_published(&sums, p)?;
-    }
-    let prechecked = src.kind == Kind::Raw && src.bmap.is_some();
-    if prechecked {
+    let bmap_published = match &src.bmap {
+        Some((p, _)) => source::check_published(&sums, p)?,
+        None => false,
+    };
+    if src.kind == Kind::Raw && src.bmap.is_some() {
         prog.phase("checking", ranges.iter().map(bmap::Range::len).sum());
         src.check_ranges(ranges, &|n| prog.inc(n))?;
-    } else {
-        prog.message("checking");
-        if !source::check_published(&sums, &src.path)? {
-            tracing::warn!(
-                "no SHA256SUMS or manifest.json beside {} lists it: the image cannot be checked before writing{}",
-                src.path.display(),
-                if src.bmap.is_some() {
-                    " (the bmap's range hashes are checked while writing; the first MiB is written only if all match)"
-                } else {
-                    ""
-                }
-            );
-        }
+        return Ok(true);
     }
-    Ok(prechecked)
+    prog.message("checking");
+    let published = source::check_published(&sums, &src.path)?;
+    if !published {
+        tracing::warn!(
+            "no SHA256SUMS or manifest.json beside {} lists it: the image cannot be checked before writing{}",
+            src.path.display(),
+            if src.bmap.is_some() {
+                " (the bmap's range hashes are checked while writing; the first MiB is written only if all match)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(published && bmap_published)
 }
 
 /// Runs `hc-image flash`.
@@ -256,9 +261,10 @@ pub fn flash(o: &FlashOpts) -> Result<Report> {
     );
     let t1 = Instant::now();
     prog.phase("writing", mapped);
+    let direct = write::Direct::open(&o.device, &file);
     let written = write_all(
         &src,
-        &file,
+        &direct,
         &ranges,
         image_size,
         dev.size,
@@ -290,9 +296,19 @@ pub fn flash(o: &FlashOpts) -> Result<Report> {
             .collect::<Option<_>>()
             .context("internal error: a range has no hash to verify against")?;
         prog.phase("verifying", mapped);
-        verify::read_back(&file, &ranges, &want, &|n| prog.inc(n), &|| {
-            sys::stop_requested().is_some()
-        })?;
+        let direct = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&o.device)
+            .ok();
+        verify::read_back(
+            &file,
+            direct.as_ref(),
+            &ranges,
+            &want,
+            &|n| prog.inc(n),
+            &|| sys::stop_requested().is_some(),
+        )?;
         prog.done();
         verify_secs = Some(t2.elapsed().as_secs_f64());
         tracing::info!("verified: every written range read back equal to the image");
@@ -318,7 +334,7 @@ pub fn flash(o: &FlashOpts) -> Result<Report> {
 /// Step 4: producer thread (read or decompress), writer here.
 fn write_all(
     src: &Source,
-    dev: &File,
+    dev: &impl write::Sink,
     ranges: &[bmap::Range],
     image_size: u64,
     device_size: u64,
@@ -360,13 +376,13 @@ fn write_all(
             .map_err(|_| anyhow::anyhow!("image reader thread panicked"))?;
         if result.is_err() {
             // Whatever was written stays; the first MiB is still zero.
-            let _ = dev.sync_all();
+            let _ = dev.sync();
         }
         result?;
         produced
     })?;
     if let Some(sig) = sys::stop_requested() {
-        let _ = dev.sync_all();
+        let _ = dev.sync();
         anyhow::bail!("stopped by signal {sig}");
     }
     prog.message("syncing");

@@ -12,11 +12,14 @@ use sha2::{Digest, Sha256};
 use super::bmap::Range;
 use super::source::WINDOW;
 
+const ALIGN: usize = 4096;
+
 /// A range whose bytes on `dev` differ from `want`, as an error. Ranges
 /// are read and hashed on every core (`par`). `tick` gets the bytes read;
 /// `stop` is polled between windows.
 pub fn read_back(
     dev: &File,
+    direct: Option<&File>,
     ranges: &[Range],
     want: &[[u8; 32]],
     tick: &(dyn Fn(u64) + Sync),
@@ -25,7 +28,16 @@ pub fn read_back(
     super::sys::drop_caches(dev).context("dropping the device's cache before the read-back")?;
     super::par::each_range(ranges, |i| {
         let r = &ranges[i];
-        let mut buf = vec![0u8; WINDOW];
+        // O_DIRECT reads (aligned buffer, offsets and lengths) skip the
+        // page cache: one copy less, and nothing cached can answer.
+        let mut raw = vec![0u8; WINDOW + ALIGN];
+        let at = raw.as_ptr().align_offset(ALIGN);
+        let buf = &mut raw[at..at + WINDOW];
+        let aligned = r.start % ALIGN as u64 == 0 && r.end % ALIGN as u64 == 0;
+        let src = match direct {
+            Some(d) if aligned => d,
+            _ => dev,
+        };
         let mut h = Sha256::new();
         let mut pos = r.start;
         while pos < r.end {
@@ -33,7 +45,7 @@ pub fn read_back(
                 bail!("interrupted during the read-back");
             }
             let len = (r.end - pos).min(WINDOW as u64) as usize;
-            dev.read_exact_at(&mut buf[..len], pos)
+            src.read_exact_at(&mut buf[..len], pos)
                 .with_context(|| format!("reading the device back at offset {pos}"))?;
             h.update(&buf[..len]);
             tick(len as u64);

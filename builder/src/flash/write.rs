@@ -4,9 +4,11 @@
 //! first MiB (partition table, boot loader), and a sync. Interrupted at any
 //! point before the end, the card has no partition table and cannot boot.
 
-use std::fs::File;
+use std::cell::{Cell, RefCell};
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -29,6 +31,78 @@ impl Sink for File {
     }
     fn sync(&self) -> io::Result<()> {
         self.sync_all()
+    }
+}
+
+/// The device written with `O_DIRECT` where it can be: no copy into the
+/// page cache (on a loop device that halved the write time), and the sync
+/// at the end does not start gigabytes of writeback at once. Data is copied
+/// into an aligned bounce buffer; what cannot go direct (an unaligned
+/// offset or length, or a device that refuses O_DIRECT) goes through the
+/// ordinary descriptor.
+pub struct Direct<'a> {
+    direct: Option<File>,
+    buffered: &'a File,
+    bounce: RefCell<Vec<u8>>,
+    /// Cleared after the first EINVAL: the rest goes buffered.
+    ok: Cell<bool>,
+}
+
+/// Alignment of direct I/O: offsets, lengths and memory (4 KiB covers 512
+/// and 4096-byte logical blocks).
+const ALIGN: usize = 4096;
+const BOUNCE: usize = 4 << 20;
+
+impl<'a> Direct<'a> {
+    pub fn open(path: &Path, buffered: &'a File) -> Direct<'a> {
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .map_err(|e| tracing::debug!("no O_DIRECT on {}: {e}", path.display()))
+            .ok();
+        Direct {
+            direct,
+            buffered,
+            bounce: RefCell::new(vec![0u8; BOUNCE + ALIGN]),
+            ok: Cell::new(true),
+        }
+    }
+
+    fn write_direct(&self, f: &File, data: &[u8], offset: u64) -> io::Result<()> {
+        let mut bounce = self.bounce.borrow_mut();
+        let at = bounce.as_ptr().align_offset(ALIGN);
+        let mut pos = 0;
+        while pos < data.len() {
+            let n = (data.len() - pos).min(BOUNCE);
+            let b = &mut bounce[at..at + n];
+            b.copy_from_slice(&data[pos..pos + n]);
+            f.write_all_at(b, offset + pos as u64)?;
+            pos += n;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Direct<'_> {
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let aligned = offset % ALIGN as u64 == 0 && data.len() % ALIGN == 0;
+        if let (Some(f), true, true) = (&self.direct, aligned, self.ok.get()) {
+            match self.write_direct(f, data, offset) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!("O_DIRECT write refused ({e}): writing buffered");
+                    self.ok.set(false);
+                }
+                r => return r,
+            }
+        }
+        self.buffered.write_all_at(data, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        if let Some(f) = &self.direct {
+            f.sync_all()?;
+        }
+        self.buffered.sync_all()
     }
 }
 
@@ -324,5 +398,36 @@ mod tests {
             .filter(|(k, o, _)| k != "sync" && *o == 0)
             .collect();
         assert_eq!(at_zero, vec![&("zero".to_string(), 0, MIB as usize)]);
+    }
+
+    #[test]
+    fn direct_writes_aligned_and_unaligned_pieces_alike() {
+        // In the target dir, not /tmp: tmpfs refuses O_DIRECT, and the
+        // fallback alone would be tested.
+        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
+            .expect("tempdir");
+        let p = dir.path().join("dev");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .expect("create");
+        f.set_len(16 * MIB).expect("size");
+        let d = Direct::open(&p, &f);
+        let a: Vec<u8> = (0..5 * MIB as usize + 8192)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let b: Vec<u8> = (0..1000).map(|i| (i % 7) as u8 + 1).collect();
+        d.write_at(&a, 4096).expect("aligned");
+        d.write_at(&b, 12 * MIB + 3).expect("unaligned");
+        d.sync().expect("sync");
+        let mut got = vec![0u8; a.len()];
+        f.read_exact_at(&mut got, 4096).expect("read");
+        assert!(got == a);
+        let mut got = vec![0u8; b.len()];
+        f.read_exact_at(&mut got, 12 * MIB + 3).expect("read");
+        assert_eq!(got, b);
     }
 }
