@@ -262,9 +262,12 @@ fn load() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
 }
 
-fn config(dir: &Path, vip: Ipv4Addr) -> PathBuf {
+fn config(dir: &Path, vip: Ipv4Addr, key: &Path) -> PathBuf {
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
     let mut t = format!(
-        "schema = 1\n[cluster]\nname = \"homecloud\"\ndomain = \"home.arpa\"\n[network]\nvip = \"{vip}/24\"\n"
+        "schema = 1\n[cluster]\nname = \"homecloud\"\ndomain = \"home.arpa\"\ntimezone = \"Europe/Berlin\"\n\
+         [network]\nvip = \"{vip}/24\"\n[ssh]\nauthorized_keys = [\"{}\"]\n",
+        public.trim()
     );
     for (k, m) in MACS.iter().take(3).enumerate() {
         t.push_str(&format!(
@@ -376,6 +379,8 @@ struct Images {
     work: tempfile::TempDir,
     img: PathBuf,
     other: PathBuf,
+    /// The admin's private key; its public half is in homecloud.toml.
+    key: PathBuf,
 }
 
 /// The cluster image, and the same image built with another cluster secret.
@@ -400,20 +405,170 @@ impl Drop for Release {
 fn images() -> &'static Images {
     IMAGES.get_or_init(|| {
         let work = tempfile::tempdir().expect("tempdir");
-        let cfg = config(work.path(), Ipv4Addr::new(10, 80, 0, 10));
+        let key = work.path().join("admin_ed25519");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "admin@laptop", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(made.success(), "ssh-keygen failed");
+        let cfg = config(work.path(), Ipv4Addr::new(10, 80, 0, 10), &key);
         let img = build(&work.path().join("out"), &cfg, &work.path().join("secrets"));
         let other = build(
             &work.path().join("out-other"),
             &cfg,
             &work.path().join("other-secrets"),
         );
-        Images { work, img, other }
+        Images {
+            work,
+            img,
+            other,
+            key,
+        }
     })
 }
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static M: Mutex<()> = Mutex::new(());
     M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `ssh` from the LAN as a family member's laptop runs it.
+fn ssh(lan: &Lan, key: &Path, target: &str, opts: &[&str], cmd: &str) -> std::process::Output {
+    let mut argv = vec![
+        "ssh".to_string(),
+        "-i".into(),
+        key.display().to_string(),
+        "-o".into(),
+        "StrictHostKeyChecking=no".into(),
+        "-o".into(),
+        "UserKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "ConnectTimeout=120".into(),
+    ];
+    for o in opts {
+        argv.push("-o".into());
+        argv.push(o.to_string());
+    }
+    argv.push(target.into());
+    argv.push(cmd.into());
+    lan.command(&argv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh")
+}
+
+/// The admin login of homecloud.toml and the time zone from the same file,
+/// as a client on the LAN sees them; with `all`, also what sshd refuses
+/// (the same file on every node: checked on one).
+fn admin_login(lan: &Lan, n: &Node, key: &Path, all: bool) {
+    let at = |user: &str| format!("{user}@{}", n.addr);
+    let o = ssh(
+        lan,
+        key,
+        &at("homecloud"),
+        &[],
+        "sudo -n id -u && readlink /etc/localtime && timedatectl show -p Timezone --value && date +%Z",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "node{}: admin ssh: {out} {}",
+        n.k + 1,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l.first(), Some(&"0"), "sudo without password: {out}");
+    assert_eq!(
+        l.get(1),
+        Some(&"/usr/share/zoneinfo/Europe/Berlin"),
+        "{out}"
+    );
+    assert_eq!(l.get(2), Some(&"Europe/Berlin"), "timedatectl: {out}");
+    assert!(matches!(l.get(3), Some(&"CET") | Some(&"CEST")), "{out}");
+    if !all {
+        return;
+    }
+    // Only keys are offered, to anyone.
+    let o = ssh(
+        lan,
+        key,
+        &at("nobody"),
+        &["PreferredAuthentications=none", "LogLevel=DEBUG"],
+        "true",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("Authentications that can continue: publickey\n")
+            || err.contains("Authentications that can continue: publickey\r"),
+        "methods offered: {err}"
+    );
+    // root with a key sshd would read is still refused (PermitRootLogin
+    // no, AllowGroups hc-ssh).
+    ok(
+        lan,
+        n,
+        "cp /etc/ssh/authorized_keys/homecloud /etc/ssh/authorized_keys/root",
+    );
+    let o = ssh(lan, key, &at("root"), &[], "true");
+    ok(lan, n, "rm -f /etc/ssh/authorized_keys/root");
+    assert!(!o.status.success(), "root logged in over SSH");
+    let t = ok(lan, n, "sshd -T");
+    for want in [
+        "permitrootlogin no",
+        "passwordauthentication no",
+        "kbdinteractiveauthentication no",
+        "allowgroups hc-ssh",
+        "maxauthtries 3",
+        "allowtcpforwarding no",
+        "x11forwarding no",
+        "authorizedkeysfile /etc/ssh/authorized_keys/%u",
+    ] {
+        assert!(
+            t.lines().any(|l| l == want),
+            "node{}: sshd -T lacks {want:?}",
+            n.k + 1
+        );
+    }
+}
+
+/// The kernel and process settings of the hardened node, read on the node.
+fn hardened(lan: &Lan, n: &Node) {
+    let want = [
+        ("kernel/dmesg_restrict", "1"),
+        ("kernel/kptr_restrict", "2"),
+        ("kernel/yama/ptrace_scope", "1"),
+        ("fs/suid_dumpable", "0"),
+        ("fs/protected_symlinks", "1"),
+        ("fs/protected_regular", "2"),
+        ("net/ipv4/conf/all/accept_redirects", "0"),
+        ("net/ipv4/conf/all/send_redirects", "0"),
+        ("net/ipv4/conf/all/accept_source_route", "0"),
+        ("net/ipv4/tcp_syncookies", "1"),
+        // Docker's swarm needs forwarding: the hardening must not take it.
+        ("net/ipv4/ip_forward", "1"),
+    ];
+    let cmd: Vec<String> = want
+        .iter()
+        .map(|(k, _)| format!("cat /proc/sys/{k}"))
+        .collect();
+    let got = ok(lan, n, &cmd.join("; "));
+    let got: Vec<&str> = got.lines().collect();
+    for (i, (k, v)) in want.iter().enumerate() {
+        assert_eq!(got.get(i), Some(v), "node{}: {k}", n.k + 1);
+    }
+    let m = ok(lan, n, "modprobe -n -v dccp; modprobe -n -v cramfs");
+    assert_eq!(
+        m.matches("install /bin/false").count(),
+        2,
+        "node{}: {m}",
+        n.k + 1
+    );
+    let c = ok(lan, n, "systemctl show -P DefaultLimitCORE");
+    assert_eq!(c.trim(), "0", "node{}: core dumps", n.k + 1);
 }
 
 fn wait_managers(lan: &Lan, n: &Node, want: usize, since: Instant) -> String {
@@ -457,7 +612,7 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         load()
     );
     let id = swarm_id(&lan, &nodes[0]);
-    for n in &nodes {
+    for (i, n) in nodes.iter().enumerate() {
         // A manager that just joined reports peers as down until its
         // first heartbeats: agreement is eventual, within minutes.
         let since = Instant::now();
@@ -477,6 +632,15 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         let st = ok(&lan, n, "hc status");
         assert!(st.contains("step cluster: done"), "{st}");
         assert!(st.contains("step keepalived: done"), "{st}");
+        assert!(st.contains("step admin: done"), "{st}");
+        let t = Instant::now();
+        admin_login(&lan, n, &im.key, i == 0);
+        hardened(&lan, n);
+        eprintln!(
+            "BENCH node{}: SSH checks {:.1}s",
+            n.k + 1,
+            t.elapsed().as_secs_f64()
+        );
     }
     // Ceph: one cluster, three monitors and OSDs, CephFS on every node.
     let mut formed = f64::MAX;

@@ -17,4 +17,5 @@ pub mod identity;
 pub mod keepalived;
 pub mod rados;
 pub mod secret;
+pub mod settings;
 pub mod timesync;

@@ -13,13 +13,15 @@ use hc_firstboot::cluster::duty::Duty;
 use hc_firstboot::cluster::join::JoinAnswer;
 use hc_firstboot::engine::{self, Step};
 use hc_firstboot::exec::{RealRunner, Runner};
-use hc_firstboot::{ceph, cluster, identity, keepalived, timesync};
+use hc_firstboot::{ceph, cluster, identity, keepalived, settings, timesync};
 
 static RUNNER: RealRunner = RealRunner;
 
 /// The agent's steps, in the order they run.
 static STEPS: &[&dyn Step] = &[
     &identity::Identity,
+    &settings::Admin,
+    &settings::Timezone,
     &cluster::network::Network,
     &cluster::form::Cluster,
     &keepalived::Keepalived,

@@ -13,6 +13,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub mod sshkey;
+
 /// The only `schema` value this version understands.
 pub const SCHEMA: u32 = 1;
 
@@ -135,13 +137,30 @@ pub struct Storage {
     pub wipe: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Ssh {
-    /// Public keys allowed to log in as the admin user.
+    /// The admin user made on every node (sudo without password, SSH with
+    /// the keys below only). Default `homecloud`.
+    #[serde(default = "default_admin_user")]
+    pub admin_user: String,
+    /// Public keys allowed to log in as the admin user. Empty: no SSH login.
     #[serde(default)]
     pub authorized_keys: Vec<String>,
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh {
+            admin_user: default_admin_user(),
+            authorized_keys: Vec::new(),
+        }
+    }
+}
+
+fn default_admin_user() -> String {
+    "homecloud".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,23 +426,23 @@ impl HomecloudConfig {
                 );
             }
         }
+        if let Some(why) = bad_zone(&self.cluster.timezone) {
+            return err(
+                "cluster.timezone".into(),
+                format!("{:?} {why}", self.cluster.timezone),
+                "use an IANA zone name such as Europe/Berlin or Etc/UTC (see `timedatectl list-timezones`)",
+            );
+        }
+        if let Some(why) = bad_user_name(&self.ssh.admin_user) {
+            return err(
+                "ssh.admin_user".into(),
+                format!("{:?} {why}", self.ssh.admin_user),
+                "use a new lowercase name such as \"homecloud\" (letters, digits, '-', '_')",
+            );
+        }
         for (i, k) in self.ssh.authorized_keys.iter().enumerate() {
-            let kind = k.split_whitespace().next().unwrap_or("");
-            let known = [
-                "ssh-ed25519",
-                "ssh-rsa",
-                "ecdsa-sha2-nistp256",
-                "ecdsa-sha2-nistp384",
-                "ecdsa-sha2-nistp521",
-                "sk-ssh-ed25519@openssh.com",
-                "sk-ecdsa-sha2-nistp256@openssh.com",
-            ];
-            if !known.contains(&kind) || k.split_whitespace().count() < 2 {
-                return err(
-                    format!("ssh.authorized_keys[{i}]"),
-                    "not an OpenSSH public key".into(),
-                    "paste one line of a .pub file, e.g. \"ssh-ed25519 AAAA... you@laptop\"",
-                );
+            if let Err((problem, fix)) = crate::config::sshkey::check(k) {
+                return err(format!("ssh.authorized_keys[{i}]"), problem, fix);
             }
         }
         if let Some(w) = &self.wifi {
@@ -490,9 +509,6 @@ impl HomecloudConfig {
     /// never accepted and ignored. Checked after the shape of every value,
     /// so a typo is still reported as a typo.
     fn not_applied_yet(&self) -> Option<(String, &'static str)> {
-        if self.cluster.timezone != default_timezone() {
-            return Some(("cluster.timezone".into(), "a time zone other than Etc/UTC"));
-        }
         if self.network.mode == AddressMode::Static {
             return Some(("network.mode".into(), "\"static\" addressing"));
         }
@@ -504,9 +520,6 @@ impl HomecloudConfig {
         }
         if let Some(i) = self.nodes.iter().position(|n| n.address.is_some()) {
             return Some((format!("nodes[{i}].address"), "a static address"));
-        }
-        if !self.ssh.authorized_keys.is_empty() {
-            return Some(("ssh.authorized_keys".into(), "an admin login"));
         }
         if self.wifi.is_some() {
             return Some(("wifi".into(), "Wi-Fi"));
@@ -595,3 +608,76 @@ impl fmt::Display for Role {
 
 #[cfg(test)]
 mod tests;
+
+/// Why `zone` is not a time zone this node can apply, if it is not. The
+/// zone database is checked where there is one (the build host, the device).
+pub fn bad_zone(zone: &str) -> Option<&'static str> {
+    let shape = !zone.is_empty()
+        && zone.len() <= 64
+        && !zone.starts_with('/')
+        && zone
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+    if !shape {
+        return Some("is not a time zone name");
+    }
+    let db = Path::new(ZONEINFO);
+    if db.is_dir() && !db.join(zone).is_file() {
+        return Some("is not in the time zone database");
+    }
+    None
+}
+
+/// The zone database of Debian's tzdata.
+pub const ZONEINFO: &str = "/usr/share/zoneinfo";
+
+/// Accounts of the base system the admin user must not take over.
+const SYSTEM_USERS: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "nobody",
+    "sshd",
+    "messagebus",
+    "ceph",
+    "dnsmasq",
+    "keepalived_script",
+    "docker",
+    "sudo",
+    "admin",
+    "adm",
+    "staff",
+    "users",
+];
+
+/// Why `name` cannot be the admin user's, if it cannot.
+pub fn bad_user_name(name: &str) -> Option<&'static str> {
+    let mut b = name.bytes();
+    let first = b.next();
+    let shape = matches!(first, Some(c) if c.is_ascii_lowercase() || c == b'_')
+        && name.len() <= 32
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
+    if !shape {
+        return Some("is not a user name");
+    }
+    if SYSTEM_USERS.contains(&name) || name.starts_with("systemd-") || name.starts_with('_') {
+        return Some("is a system account");
+    }
+    None
+}

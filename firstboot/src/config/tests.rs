@@ -96,10 +96,6 @@ fn keys_the_device_does_not_apply_yet_are_refused_by_name() {
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOc you@laptop";
     let cases = [
         (
-            "[cluster]\ntimezone = \"Europe/Berlin\"\n",
-            "cluster.timezone",
-        ),
-        (
             "[network]\nmode = \"static\"\ngateway = \"10.0.0.1\"\n",
             "network.mode",
         ),
@@ -108,10 +104,6 @@ fn keys_the_device_does_not_apply_yet_are_refused_by_name() {
         (
             "[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\naddress = \"10.0.0.5/24\"\n",
             "nodes[0].address",
-        ),
-        (
-            "[ssh]\nauthorized_keys = [\"KEY\"]\n",
-            "ssh.authorized_keys",
         ),
         (
             "[wifi]\nssid = \"n\"\npsk = \"12345678\"\ncountry = \"DE\"\n",
@@ -168,5 +160,61 @@ proptest! {
     fn dns_label_rule(s in "[a-z0-9-]{1,70}") {
         let ok = is_dns_label(&s);
         prop_assert_eq!(ok, s.len() <= 63 && !s.starts_with('-') && !s.ends_with('-'));
+    }
+}
+
+const RSA_1024: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDfEzOpskibvE7bUNgavu+GDY/SPj+eE2PpMHpAIfcq7z9Jkp25z+W0B7A0lxhcsgBDjg8cUSKindihQ5mG0g2BTTSVCOtb7pta1U+rUTQJTwnbmLV93xd4GoRlfz8D40Uy5WJn9L91bJ5Hfoq1gOP66brCEoS+pagmAh+Cexn4Lw== small";
+const RSA_2048: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCkVMiht7LR3yHOHfhRwvum1eW0S04cgjD0l5Iq8VPUptESa5SQ4i19HZrcwKHMpo+HzxoGLZDM6oOiSaRsAlhoiq5YWEByLxMfPP+ML5fLDM8nss9ooIVYBBEbvIGaLa1BX6Xrl31h5m1S9q0sM6cMjp7OJvPE+q8HPGiLrM8MEVVC8lyntiLnqllNOYcBWkq5HNd4Wl3off9tRVfDCsYRKsGHZy0iw15lqxZFTXycDBiWbptKXB9AlPZANqdQ+jnVOdLacngjxqHVRTjLImJpnmHjFjYttghH6KMLIqtvEURMZVhXj28MXWxqBw+tIIG4hHlcyzUXJlCFxKKXNrGh ok";
+
+#[test]
+fn admin_login_and_time_zone_are_checked_at_build() {
+    let ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINq3AAuXnFa4sUOAYWWY5997/eo9QUH7SvAsNWi9VoC1 you@laptop";
+    let ok = parse(&format!(
+        "schema = 1\n[cluster]\nname = \"home\"\ndomain = \"home.arpa\"\ntimezone = \"Europe/Berlin\"\n[ssh]\nadmin_user = \"anna\"\nauthorized_keys = [\"{RSA_2048}\"]\n"
+    ))
+    .expect("a 2048-bit RSA key, a new user and a real zone");
+    assert_eq!(ok.ssh.admin_user, "anna");
+    assert_eq!(parse(MIN).expect("defaults").ssh.admin_user, "homecloud");
+    let cases = [
+        (format!("[ssh]\nauthorized_keys = [\"{RSA_1024}\"]\n"), "ssh.authorized_keys[0]", "1024 bits"),
+        (
+            format!("[ssh]\nauthorized_keys = [\"{ed}\", 'permitopen=\"*:*\" {ed}']\n"),
+            "ssh.authorized_keys[1]",
+            "key options",
+        ),
+        (
+            format!("[ssh]\nauthorized_keys = ['no-pty,command=\"/bin/sh\" {ed}']\n"),
+            "ssh.authorized_keys[0]",
+            "key options",
+        ),
+        (
+            "[ssh]\nauthorized_keys = [\"ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAINq3AAuXnFa4sUOAYWWY5997/eo9QUH7SvAsNWi9VoC1\"]\n".to_string(),
+            "ssh.authorized_keys[0]",
+            "ssh-ed25519 key",
+        ),
+        ("[ssh]\nadmin_user = \"root\"\n".to_string(), "ssh.admin_user", "system account"),
+        ("[ssh]\nadmin_user = \"Anna Smith\"\n".to_string(), "ssh.admin_user", "not a user name"),
+    ];
+    for (extra, key, needle) in cases {
+        let e = parse(&format!("{MIN}{extra}")).expect_err(&extra);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.problem.contains(needle), "{e}");
+        assert!(!e.fix.is_empty());
+    }
+    for (zone, needle) in [
+        ("Mars/Olympus_Mons", "time zone database"),
+        ("../etc/passwd", "not a time zone name"),
+        ("", "not a time zone name"),
+    ] {
+        let e = parse(&format!(
+            "schema = 1\n[cluster]\nname = \"home\"\ndomain = \"home.arpa\"\ntimezone = \"{zone}\"\n"
+        ))
+        .expect_err(zone);
+        assert_eq!(e.key, "cluster.timezone", "{e}");
+        // Without tzdata on this host only the name's shape is checked.
+        if needle != "time zone database" || std::path::Path::new(crate::config::ZONEINFO).is_dir()
+        {
+            assert!(e.problem.contains(needle), "{e}");
+        }
     }
 }
