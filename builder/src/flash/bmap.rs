@@ -21,6 +21,15 @@ pub struct Range {
 }
 
 impl Range {
+    /// A range without a hash: a sparse image's data extent.
+    pub fn unhashed(start: u64, end: u64) -> Range {
+        Range {
+            start,
+            end,
+            sha256: None,
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.end - self.start
     }

@@ -48,20 +48,12 @@ pub fn add_regions(ranges: &[Range], regions: &[(u64, u64)], block: u64, size: u
         let mut pos = s;
         for r in ranges.iter().filter(|r| r.end > s && r.start < e) {
             if r.start > pos {
-                out.push(Range {
-                    start: pos,
-                    end: r.start,
-                    sha256: None,
-                });
+                out.push(Range::unhashed(pos, r.start));
             }
             pos = pos.max(r.end);
         }
         if pos < e {
-            out.push(Range {
-                start: pos,
-                end: e,
-                sha256: None,
-            });
+            out.push(Range::unhashed(pos, e));
         }
     }
     out.sort_by_key(|r| r.start);

@@ -3,6 +3,7 @@
 //! image's ranges can (the default image has two of about 100 MiB).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::ScopedJoinHandle;
 
 use anyhow::Result;
 
@@ -42,17 +43,22 @@ where
                 })
             })
             .collect();
-        let mut first = Ok(());
-        for w in workers {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("a hashing thread panicked")));
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
+        first_error(workers, "a hashing thread")
     })
+}
+
+/// Joins every worker; the first error (or panic, as `what` panicked).
+pub fn first_error(workers: Vec<ScopedJoinHandle<'_, Result<()>>>, what: &str) -> Result<()> {
+    let mut first = Ok(());
+    for w in workers {
+        let r = w
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("{what} panicked")));
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
 }
 
 #[cfg(test)]
@@ -60,11 +66,7 @@ mod tests {
     use super::*;
 
     fn r(start: u64, end: u64) -> Range {
-        Range {
-            start,
-            end,
-            sha256: None,
-        }
+        Range::unhashed(start, end)
     }
 
     #[test]

@@ -236,11 +236,7 @@ impl Source {
             )
         })?;
         if self.kind != Kind::Raw {
-            return Ok(vec![Range {
-                start: 0,
-                end: size,
-                sha256: None,
-            }]);
+            return Ok(vec![Range::unhashed(0, size)]);
         }
         let f =
             File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
@@ -258,11 +254,7 @@ impl Source {
             );
             match out.last_mut() {
                 Some(last) if last.end >= s => last.end = last.end.max(e),
-                _ => out.push(Range {
-                    start: s,
-                    end: e,
-                    sha256: None,
-                }),
+                _ => out.push(Range::unhashed(s, e)),
             }
             pos = e.max(pos + 1);
         }
@@ -475,16 +467,7 @@ impl Source {
                 }
             }
             drop(rxs);
-            let mut first = Ok(());
-            for w in workers {
-                let r = w
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a zstd thread panicked")));
-                if first.is_ok() {
-                    first = r;
-                }
-            }
-            first
+            super::par::first_error(workers, "a zstd thread")
         })
     }
 

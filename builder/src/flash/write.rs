@@ -272,11 +272,7 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     fn r(start: u64, end: u64) -> Range {
-        Range {
-            start,
-            end,
-            sha256: None,
-        }
+        Range::unhashed(start, end)
     }
 
     #[test]
