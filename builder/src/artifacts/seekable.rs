@@ -15,6 +15,8 @@ use std::thread::JoinHandle;
 /// enough that a hole between two partitions is skipped whole.
 pub const FRAME: usize = 8 << 20;
 
+/// The largest frame read through the table (others stream).
+const MAX_FRAME: u64 = 64 << 20;
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 const FOOTER: u64 = 9;
@@ -155,6 +157,11 @@ pub fn frames(f: &File) -> io::Result<Option<Vec<Frame>>> {
     for i in 0..n as usize {
         let e = 8 + i * entry as usize;
         let (c, d) = (u64::from(u32_at(&t, e)), u64::from(u32_at(&t, e + 4)));
+        // Each frame is decompressed in memory: a table that claims huge
+        // frames is not one of ours, and the file is streamed instead.
+        if d > MAX_FRAME {
+            return Ok(None);
+        }
         out.push(Frame {
             file_offset,
             compressed: c,
@@ -200,6 +207,29 @@ mod tests {
         }
         let all = zstd::stream::decode_all(File::open(&p).expect("open")).expect("decode");
         assert!(all == data, "a plain zstd reader sees other bytes");
+
+        // A table claiming a 1 GiB frame is not trusted: streamed instead.
+        let z = zstd::bulk::compress(b"x", 3).expect("zstd");
+        let mut f = z.clone();
+        f.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+        f.extend_from_slice(&(8u32 + 9).to_le_bytes());
+        f.extend_from_slice(&(z.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        f.extend_from_slice(&1u32.to_le_bytes());
+        f.push(0);
+        f.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
+        let h = dir.path().join("huge.zst");
+        std::fs::write(&h, &f).expect("write");
+        assert_eq!(frames(&File::open(&h).expect("open")).expect("read"), None);
+        // The same table with the true size is read.
+        f[z.len() + 12..z.len() + 16].copy_from_slice(&1u32.to_le_bytes());
+        std::fs::write(&h, &f).expect("write");
+        assert_eq!(
+            frames(&File::open(&h).expect("open"))
+                .expect("read")
+                .map(|v| v.len()),
+            Some(1)
+        );
 
         // Not seekable: a single-frame file.
         let q = dir.path().join("y.zst");
