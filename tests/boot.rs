@@ -97,6 +97,14 @@ fn amd64_image_boots_with_ovmf_and_systemd_boot() {
     assert_eq!(f["failed"], "", "failed units: {f:?}");
     assert_eq!(f["hostname"], "node3", "{f:?}");
     assert_eq!(f["stamp"], "yes", "{f:?}");
+    // The hardened node (issue 12): mount flags, file modes.
+    assert_eq!(f["tmp-flags"], "2", "/tmp not nosuid,nodev: {f:?}");
+    assert_eq!(f["shm-flags"], "2", "/dev/shm not nosuid,nodev: {f:?}");
+    assert_eq!(f["world-writable"], "0", "world-writable files: {f:?}");
+    assert_eq!(
+        f["loose-secrets"], "",
+        "secrets readable beyond root: {f:?}"
+    );
     g.wait_exit(Duration::from_secs(120)).expect("powers off");
 }
 
