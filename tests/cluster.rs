@@ -571,6 +571,26 @@ fn hardened(lan: &Lan, n: &Node) {
     assert_eq!(c.trim(), "0", "node{}: core dumps", n.k + 1);
 }
 
+/// Every Ceph key on the node is readable by its owner only.
+fn keyrings_private(lan: &Lan, n: &Node) {
+    let keys = ok(
+        lan,
+        n,
+        r"find /etc/ceph /var/lib/ceph \( -name keyring -o -name '*.keyring' \) -printf '%m %p\n'",
+    );
+    assert!(
+        keys.lines().count() >= 2,
+        "node{}: no keyrings? {keys}",
+        n.k + 1
+    );
+    let loose: Vec<&str> = keys.lines().filter(|l| !l.starts_with("600 ")).collect();
+    assert!(
+        loose.is_empty(),
+        "node{}: keyrings readable beyond their owner: {loose:?}",
+        n.k + 1
+    );
+}
+
 fn wait_managers(lan: &Lan, n: &Node, want: usize, since: Instant) -> String {
     loop {
         let ls = node_ls(lan, n);
@@ -689,6 +709,7 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
     let fsid = ok(&lan, &nodes[0], "hc ceph fsid");
     for n in &nodes {
         assert_eq!(ok(&lan, n, "hc ceph fsid"), fsid, "node{}", n.k + 1);
+        keyrings_private(&lan, n);
         eprintln!(
             "BENCH RSS after HEALTH_OK, node{}: {}",
             n.k + 1,
@@ -1025,6 +1046,7 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     let fsid = ok(&lan, &nodes[0], "hc ceph fsid");
     for n in &nodes {
         assert_eq!(ok(&lan, n, "hc ceph fsid"), fsid, "node{}", n.k + 1);
+        keyrings_private(&lan, n);
         wait_mounted(&lan, n, Duration::from_secs(900));
     }
     let dump = ceph_json(&lan, &nodes[0], "osd dump");
