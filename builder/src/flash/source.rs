@@ -404,10 +404,15 @@ impl Source {
         let (need, file, path) = (&need, &file, &self.path);
         std::thread::scope(|s| -> Result<()> {
             let mut rxs = Vec::new();
+            let mut backs = Vec::new();
             let mut workers = Vec::new();
             for t in 0..threads {
                 let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(1);
+                // Frame buffers come back to be reused: no fresh 8 MiB
+                // (page faults, zeroing) per frame.
+                let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
                 rxs.push(rx);
+                backs.push(back_tx);
                 workers.push(s.spawn(move || -> Result<()> {
                     let mut d = zstd::bulk::Decompressor::new().context("starting zstd")?;
                     let mut z = Vec::new();
@@ -415,14 +420,16 @@ impl Source {
                         z.resize(usize::try_from(f.compressed)?, 0);
                         file.read_exact_at(&mut z, f.file_offset)
                             .with_context(|| format!("reading {}", path.display()))?;
-                        let data =
-                            d.decompress(&z, usize::try_from(f.len)?).with_context(|| {
-                                format!(
-                                    "decompressing {} (the frame at byte {})",
-                                    path.display(),
-                                    f.file_offset
-                                )
-                            })?;
+                        let mut data = back_rx.try_recv().unwrap_or_default();
+                        data.clear();
+                        data.reserve(usize::try_from(f.len)?);
+                        d.decompress_to_buffer(&z, &mut data).with_context(|| {
+                            format!(
+                                "decompressing {} (the frame at byte {})",
+                                path.display(),
+                                f.file_offset
+                            )
+                        })?;
                         if data.len() as u64 != f.len {
                             anyhow::bail!(
                                 "{}: the frame at byte {} holds {} bytes, its seek table says {}",
@@ -465,6 +472,7 @@ impl Source {
                     }
                     pos += len as u64;
                 }
+                let _ = backs[j % threads].send(data);
             }
             drop(rxs);
             super::par::first_error(workers, "a zstd thread")
