@@ -296,14 +296,9 @@ pub fn flash(o: &FlashOpts) -> Result<Report> {
             .collect::<Option<_>>()
             .context("internal error: a range has no hash to verify against")?;
         prog.phase("verifying", mapped);
-        let direct = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&o.device)
-            .ok();
         verify::read_back(
             &file,
-            direct.as_ref(),
+            direct.direct(),
             &ranges,
             &want,
             &|n| prog.inc(n),

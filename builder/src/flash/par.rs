@@ -9,6 +9,16 @@ use anyhow::Result;
 
 use super::bmap::Range;
 
+/// Threads for `items` pieces of work: one per core, at most 4, at most
+/// one per item, at least one.
+pub fn threads(items: usize) -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+        .min(items.max(1))
+}
+
 /// Runs `job(i)` for every range, the longest first, on up to as many
 /// threads as cores (at most 4). After an error no new range starts; the
 /// first error is returned.
@@ -18,11 +28,7 @@ where
 {
     let mut order: Vec<usize> = (0..ranges.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(ranges[i].len()));
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4)
-        .min(order.len().max(1));
+    let threads = threads(order.len());
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let (order, job, next, failed) = (&order, &job, &next, &failed);

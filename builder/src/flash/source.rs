@@ -304,26 +304,12 @@ impl Source {
             let f = File::open(&self.path)
                 .with_context(|| format!("opening {}", self.path.display()))?;
             for r in ranges {
-                let mut pos = r.start;
-                while pos < r.end {
-                    let next = ((pos / WINDOW as u64) + 1) * WINDOW as u64;
-                    let len = (next.min(r.end) - pos) as usize;
-                    let Ok(mut buf) = pool.recv() else {
-                        return Ok(());
-                    };
-                    f.read_exact_at(&mut buf[..len], pos)
-                        .with_context(|| format!("reading {} at {pos}", self.path.display()))?;
-                    if out
-                        .send(Window {
-                            offset: pos,
-                            buf,
-                            len,
-                        })
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                    pos += len as u64;
+                let sent = send_windows(r.start, r.end, &out, &pool, |buf, pos| {
+                    f.read_exact_at(buf, pos)
+                        .with_context(|| format!("reading {} at {pos}", self.path.display()))
+                })?;
+                if !sent {
+                    return Ok(());
                 }
             }
             return Ok(());
@@ -391,11 +377,7 @@ impl Source {
             .collect();
         let file =
             File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 4)
-            .min(need.len().max(1));
+        let threads = super::par::threads(need.len());
         tracing::info!(
             "decompressing {} of {} frames (the rest hold no mapped block) on {threads} threads",
             need.len(),
@@ -446,31 +428,18 @@ impl Source {
                     Ok(())
                 }));
             }
-            'frames: for (j, f) in need.iter().enumerate() {
+            for (j, f) in need.iter().enumerate() {
                 let Ok(data) = rxs[j % threads].recv() else {
                     break;
                 };
                 let stop = (f.image_offset + f.len).min(end);
-                let mut pos = f.image_offset;
-                while pos < stop {
-                    let next = ((pos / WINDOW as u64) + 1) * WINDOW as u64;
-                    let len = (next.min(stop) - pos) as usize;
-                    let Ok(mut buf) = pool.recv() else {
-                        break 'frames;
-                    };
+                let sent = send_windows(f.image_offset, stop, &out, &pool, |buf, pos| {
                     let at = (pos - f.image_offset) as usize;
-                    buf[..len].copy_from_slice(&data[at..at + len]);
-                    if out
-                        .send(Window {
-                            offset: pos,
-                            buf,
-                            len,
-                        })
-                        .is_err()
-                    {
-                        break 'frames;
-                    }
-                    pos += len as u64;
+                    buf.copy_from_slice(&data[at..at + buf.len()]);
+                    Ok(())
+                })?;
+                if !sent {
+                    break;
                 }
                 let _ = backs[j % threads].send(data);
             }
@@ -512,6 +481,39 @@ impl Source {
             Ok(())
         })
     }
+}
+
+/// Hands image bytes `start..stop` to `out` as windows cut at multiples
+/// of [`WINDOW`], buffers from `pool`, `fill(buf, offset)` writing each.
+/// False when the other side hung up (the write ended early).
+fn send_windows(
+    start: u64,
+    stop: u64,
+    out: &mpsc::SyncSender<Window>,
+    pool: &mpsc::Receiver<Vec<u8>>,
+    mut fill: impl FnMut(&mut [u8], u64) -> Result<()>,
+) -> Result<bool> {
+    let mut pos = start;
+    while pos < stop {
+        let next = ((pos / WINDOW as u64) + 1) * WINDOW as u64;
+        let len = (next.min(stop) - pos) as usize;
+        let Ok(mut buf) = pool.recv() else {
+            return Ok(false);
+        };
+        fill(&mut buf[..len], pos)?;
+        if out
+            .send(Window {
+                offset: pos,
+                buf,
+                len,
+            })
+            .is_err()
+        {
+            return Ok(false);
+        }
+        pos += len as u64;
+    }
+    Ok(true)
 }
 
 /// Image bytes `offset..offset+len` in `buf[..len]`.

@@ -11,8 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::bmap::Range;
 use super::source::WINDOW;
-
-const ALIGN: usize = 4096;
+use super::write::{Aligned, ALIGN};
 
 /// A range whose bytes on `dev` differ from `want`, as an error. Ranges
 /// are read and hashed on every core (`par`). `tick` gets the bytes read;
@@ -30,9 +29,8 @@ pub fn read_back(
         let r = &ranges[i];
         // O_DIRECT reads (aligned buffer, offsets and lengths) skip the
         // page cache: one copy less, and nothing cached can answer.
-        let mut raw = vec![0u8; WINDOW + ALIGN];
-        let at = raw.as_ptr().align_offset(ALIGN);
-        let buf = &mut raw[at..at + WINDOW];
+        let mut mem = Aligned::new(WINDOW);
+        let buf = mem.get();
         let aligned = r.start % ALIGN as u64 == 0 && r.end % ALIGN as u64 == 0;
         let src = match direct {
             Some(d) if aligned => d,

@@ -43,19 +43,40 @@ impl Sink for File {
 pub struct Direct<'a> {
     direct: Option<File>,
     buffered: &'a File,
-    bounce: RefCell<Vec<u8>>,
+    bounce: RefCell<Aligned>,
     /// Cleared after the first EINVAL: the rest goes buffered.
     ok: Cell<bool>,
 }
 
 /// Alignment of direct I/O: offsets, lengths and memory (4 KiB covers 512
 /// and 4096-byte logical blocks).
-const ALIGN: usize = 4096;
+pub const ALIGN: usize = 4096;
 const BOUNCE: usize = 4 << 20;
+
+/// `len` bytes of memory starting on an [`ALIGN`] boundary, as O_DIRECT
+/// wants (a plain Vec is only 16-byte aligned).
+pub struct Aligned {
+    raw: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl Aligned {
+    pub fn new(len: usize) -> Aligned {
+        let raw = vec![0u8; len + ALIGN];
+        let at = raw.as_ptr().align_offset(ALIGN);
+        Aligned { raw, at, len }
+    }
+
+    pub fn get(&mut self) -> &mut [u8] {
+        &mut self.raw[self.at..self.at + self.len]
+    }
+}
 
 impl<'a> Direct<'a> {
     pub fn open(path: &Path, buffered: &'a File) -> Direct<'a> {
         let direct = OpenOptions::new()
+            .read(true)
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)
@@ -64,18 +85,23 @@ impl<'a> Direct<'a> {
         Direct {
             direct,
             buffered,
-            bounce: RefCell::new(vec![0u8; BOUNCE + ALIGN]),
+            bounce: RefCell::new(Aligned::new(BOUNCE)),
             ok: Cell::new(true),
         }
     }
 
+    /// The O_DIRECT descriptor (read and write), for the read-back.
+    pub fn direct(&self) -> Option<&File> {
+        self.direct.as_ref()
+    }
+
     fn write_direct(&self, f: &File, data: &[u8], offset: u64) -> io::Result<()> {
         let mut bounce = self.bounce.borrow_mut();
-        let at = bounce.as_ptr().align_offset(ALIGN);
+        let bounce = bounce.get();
         let mut pos = 0;
         while pos < data.len() {
             let n = (data.len() - pos).min(BOUNCE);
-            let b = &mut bounce[at..at + n];
+            let b = &mut bounce[..n];
             b.copy_from_slice(&data[pos..pos + n]);
             f.write_all_at(b, offset + pos as u64)?;
             pos += n;
