@@ -39,6 +39,51 @@ fn build(out: &Path, config: &Path, secrets: &Path) -> PathBuf {
         .img
 }
 
+/// `text` in static mode: the LAN's router as gateway and DNS, and node
+/// k at `.1(k+1)`, the address the DHCP scenarios lease it.
+fn static_config(text: &str, lan: &Lan) -> String {
+    let mut out = String::new();
+    let mut k = 11;
+    for l in text.lines() {
+        out.push_str(l);
+        out.push('\n');
+        if l == "[network]" {
+            out.push_str(&format!(
+                "mode = \"static\"\ngateway = \"{}\"\ndns = [\"{}\"]\n",
+                lan.gateway(),
+                lan.gateway()
+            ));
+        }
+        if l.starts_with("mac = ") {
+            out.push_str(&format!("address = \"{}/24\"\n", lan.addr(k)));
+            k += 1;
+        }
+    }
+    assert!(out.contains("mode = \"static\"") && k > 11, "{out}");
+    out
+}
+
+/// Replaces homecloud.toml on the HCBOOT partition of `disk` (a copy of `img`).
+fn put_config(disk: &Path, img: &Path, text: &str) {
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(img.with_file_name("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let offset = m["disk"]["partitions"][0]["start"].as_u64().expect("start");
+    let f = disk.with_file_name("homecloud.toml");
+    std::fs::write(&f, text).expect("write");
+    let o = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()))
+        .arg(&f)
+        .arg("::homecloud.toml")
+        .output()
+        .expect("mcopy");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn root_offset(img: &Path) -> u64 {
     let m: serde_json::Value = serde_json::from_slice(
         &std::fs::read(img.with_file_name("manifest.json")).expect("manifest"),
@@ -74,7 +119,16 @@ impl Node {
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
         let addr = lan.addr(11 + k as u8);
-        lan.fixed(MACS[k], addr).expect("fixed lease");
+        if lan.serves_dhcp() {
+            lan.fixed(MACS[k], addr).expect("fixed lease");
+        } else {
+            // No DHCP on this LAN: the card's homecloud.toml gives the
+            // address, edited on HCBOOT as a user would from any OS.
+            // images() writes the config beside the build's out directory.
+            let cfg = img.parent().and_then(Path::parent).expect("out's parent");
+            let text = std::fs::read_to_string(cfg.join("homecloud.toml")).expect("config");
+            put_config(&disk, img, &static_config(&text, lan));
+        }
         let opts = GuestOpts {
             machine: Machine::Arm64,
             image: img.to_path_buf(),
@@ -591,6 +645,28 @@ fn keyrings_private(lan: &Lan, n: &Node) {
     );
 }
 
+/// The static address from homecloud.toml, and nothing leased: the node's
+/// own address, router and DNS (systemd-resolved asks the LAN's router).
+fn static_address(lan: &Lan, n: &Node, status: &str) {
+    let want = format!("{}/24", n.addr);
+    assert!(
+        status.contains(&format!("address: {want} (static)")),
+        "node{}: {status}",
+        n.k + 1
+    );
+    let addrs = ok(lan, n, "ip -4 -o addr show scope global | awk '{print $2, $4}'");
+    assert!(addrs.lines().any(|l| l.ends_with(&want)), "node{}: {addrs}", n.k + 1);
+    let route = ok(lan, n, "ip -4 route show default");
+    assert!(
+        route.contains(&format!("via {}", lan.gateway())),
+        "node{}: {route}",
+        n.k + 1
+    );
+    let name = ok(lan, n, "getent hosts router.home.arpa");
+    assert!(name.contains(&lan.gateway().to_string()), "node{}: {name}", n.k + 1);
+    assert_eq!(lan.leases().expect("leases"), Vec::new(), "a lease without DHCP");
+}
+
 fn wait_managers(lan: &Lan, n: &Node, want: usize, since: Instant) -> String {
     loop {
         let ls = node_ls(lan, n);
@@ -608,7 +684,10 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
     let _release = Release;
     let _one_group_at_a_time = serial();
     let im = images();
-    let lan = Lan::create(&format!("clt{}", std::process::id()), SUBNET).expect("lan");
+    // Static addresses from homecloud.toml on a LAN with no DHCP server
+    // (issue 12); the staggered scenario keeps DHCP.
+    let lan = Lan::create_without_dhcp(&format!("clt{}", std::process::id()), SUBNET)
+        .expect("lan");
     let vip = lan.addr(10);
     let client = lan.host("client").expect("client namespace");
     let dir = im.work.path().join("together");
@@ -653,6 +732,7 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         assert!(st.contains("step cluster: done"), "{st}");
         assert!(st.contains("step keepalived: done"), "{st}");
         assert!(st.contains("step admin: done"), "{st}");
+        static_address(&lan, n, &st);
         let t = Instant::now();
         admin_login(&lan, n, &im.key, i == 0);
         hardened(&lan, n);

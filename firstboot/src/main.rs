@@ -22,6 +22,7 @@ static STEPS: &[&dyn Step] = &[
     &identity::Identity,
     &settings::Admin,
     &settings::Timezone,
+    &settings::Address,
     &cluster::network::Network,
     &cluster::form::Cluster,
     &keepalived::Keepalived,

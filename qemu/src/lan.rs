@@ -135,6 +135,8 @@ pub struct Lan {
     dhcp: Mutex<Dhcp>,
     next_host: AtomicU32,
     next_veth: AtomicU32,
+    /// false: dnsmasq answers DNS only (a LAN of static addresses).
+    serves_dhcp: bool,
 }
 
 struct Dhcp {
@@ -148,6 +150,16 @@ impl Lan {
     /// dnsmasq on it. `name` must be unique among LANs alive on the machine;
     /// a stale namespace of the same name (and its hosts') is deleted first.
     pub fn create(name: &str, subnet: Ipv4Addr) -> Result<Lan> {
+        Self::make(name, subnet, true)
+    }
+
+    /// Like [`Lan::create`], but the router has no DHCP server: dnsmasq
+    /// answers DNS on `.1` only, so guests need static addresses.
+    pub fn create_without_dhcp(name: &str, subnet: Ipv4Addr) -> Result<Lan> {
+        Self::make(name, subnet, false)
+    }
+
+    fn make(name: &str, subnet: Ipv4Addr, serves_dhcp: bool) -> Result<Lan> {
         check_name("LAN", name)?;
         let o = subnet.octets();
         if o[3] != 0 {
@@ -187,6 +199,7 @@ impl Lan {
             }),
             next_host: AtomicU32::new(0),
             next_veth: AtomicU32::new(0),
+            serves_dhcp,
         };
         let cidr = format!("{}/24", lan.addr(1));
         lan.ip_n(&["link", "set", "lo", "up"])?;
@@ -216,6 +229,11 @@ impl Lan {
         &self.ns
     }
 
+    /// Whether dnsmasq serves DHCP here (see [`Lan::create_without_dhcp`]).
+    pub fn serves_dhcp(&self) -> bool {
+        self.serves_dhcp
+    }
+
     /// dnsmasq's lease file.
     pub fn lease_file(&self) -> PathBuf {
         self.dir.join("dnsmasq.leases")
@@ -231,6 +249,9 @@ impl Lan {
     /// (leases are kept), so a request in flight at that moment is lost and
     /// the client retries.
     pub fn fixed(&self, mac: &str, ip: Ipv4Addr) -> Result<()> {
+        if !self.serves_dhcp {
+            bail!("LAN {} has no DHCP server: give {mac} the static address {ip} instead", self.ns);
+        }
         let mac = normalize_mac(mac)?;
         let o = ip.octets();
         if o[..3] != self.prefix[..] || matches!(o[3], 0 | 1 | 255) || o[3] >= HOST_BASE {
@@ -390,21 +411,21 @@ impl Lan {
         let stderr = File::create(&stderr_path)
             .with_context(|| format!("creating {}", stderr_path.display()))?;
         let mut c = netns_exec(&self.ip, &self.ns, &[&self.dnsmasq_bin]);
-        c.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--interface",
-            BRIDGE,
-            "--dhcp-authoritative",
-            "--log-dhcp",
-        ])
-        .arg(format!(
-            "--dhcp-range={},{},255.255.255.0,1h",
-            self.addr(RANGE.0),
-            self.addr(RANGE.1)
-        ))
-        .arg(format!("--dhcp-leasefile={}", self.lease_file().display()))
+        c.args(["--keep-in-foreground", "--conf-file=/dev/null", "--interface", BRIDGE]);
+        if self.serves_dhcp {
+            c.args(["--port=0", "--dhcp-authoritative", "--log-dhcp"])
+                .arg(format!(
+                    "--dhcp-range={},{},255.255.255.0,1h",
+                    self.addr(RANGE.0),
+                    self.addr(RANGE.1)
+                ));
+        } else {
+            // The home router's DNS, with no upstream here: names it was
+            // told about, and the log shows who asked.
+            c.args(["--no-resolv", "--no-hosts", "--bind-interfaces", "--log-queries"])
+                .arg(format!("--host-record=router.home.arpa,{}", self.gateway()));
+        }
+        c.arg(format!("--dhcp-leasefile={}", self.lease_file().display()))
         .arg(format!(
             "--pid-file={}",
             self.dir.join("dnsmasq.pid").display()
@@ -423,7 +444,12 @@ impl Lan {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("DHCP, IP range") {
+            let ready = if self.serves_dhcp {
+                "DHCP, IP range"
+            } else {
+                "started, version"
+            };
+            if text.contains(ready) {
                 return Ok(());
             }
             if let Some(c) = d.child.as_mut() {
@@ -433,7 +459,7 @@ impl Lan {
                 }
             }
             if Instant::now() > deadline {
-                bail!("dnsmasq not serving DHCP after 10 s:\n{}", self.log_tail(d));
+                bail!("dnsmasq not serving after 10 s:\n{}", self.log_tail(d));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

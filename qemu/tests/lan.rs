@@ -272,3 +272,41 @@ fn stale_namespaces_of_the_same_name_are_replaced() {
         .iter()
         .any(|ns| ns.starts_with(&format!("hc-{n}"))));
 }
+
+#[test]
+fn a_lan_without_dhcp_answers_dns_and_gives_no_lease() {
+    let busybox = ok(tool("busybox", "busybox"));
+    let lan = ok(Lan::create_without_dhcp(
+        &name("nodhcp"),
+        Ipv4Addr::new(10, 77, 5, 0),
+    ));
+    assert!(!lan.serves_dhcp());
+    assert!(lan.fixed("02:00:00:77:05:14", Ipv4Addr::new(10, 77, 5, 20)).is_err());
+    let client = ok(lan.dhcp_client("asks", "02:00:00:77:05:99"));
+    let out = output(client.command(&[
+        busybox.as_os_str(),
+        "udhcpc".as_ref(),
+        "-f".as_ref(),
+        "-q".as_ref(),
+        "-n".as_ref(),
+        "-t".as_ref(),
+        "2".as_ref(),
+        "-T".as_ref(),
+        "1".as_ref(),
+        "-i".as_ref(),
+        "eth0".as_ref(),
+        "-s".as_ref(),
+        "/bin/true".as_ref(),
+    ]));
+    assert!(!out.status.success(), "a lease on a LAN without DHCP");
+    assert_eq!(ok(lan.leases()), Vec::new());
+    let host = ok(lan.host("resolver"));
+    let out = output(host.command(&[
+        busybox.as_os_str(),
+        "nslookup".as_ref(),
+        "router.home.arpa".as_ref(),
+        "10.77.5.1".as_ref(),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("10.77.5.1"), "{text}");
+}

@@ -437,6 +437,17 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
             }
             Decision::Listen => {}
         }
+        crate::engine::progress::show(
+            &cx.root,
+            &format!(
+                "hc-image first boot: cluster: {} peer(s) heard, {}",
+                live.len(),
+                match &waiting {
+                    Some((n, _)) => format!("waiting for {n} to found the swarm"),
+                    None => "deciding who founds the swarm".into(),
+                }
+            ),
+        );
         if engine.info().is_ok_and(|i| i.state == "active") {
             return Ok(());
         }

@@ -361,6 +361,26 @@ impl HomecloudConfig {
                 "add the router's address, or set network.mode = \"dhcp\"",
             );
         }
+        // Static-only keys in DHCP mode would be accepted and ignored.
+        if self.network.mode == AddressMode::Dhcp {
+            let stray = if self.network.gateway.is_some() {
+                Some("network.gateway".to_string())
+            } else if !self.network.dns.is_empty() {
+                Some("network.dns".to_string())
+            } else {
+                self.nodes
+                    .iter()
+                    .position(|n| n.address.is_some())
+                    .map(|i| format!("nodes[{i}].address"))
+            };
+            if let Some(key) = stray {
+                return err(
+                    key,
+                    "is used only with network.mode = \"static\" (the router's DHCP server gives them otherwise)".into(),
+                    "set network.mode = \"static\" under [network], or remove the key",
+                );
+            }
+        }
         let mut names = BTreeMap::new();
         let mut macs = BTreeMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -408,6 +428,35 @@ impl HomecloudConfig {
                     )
                 }
                 _ => {}
+            }
+            if let (Some(a), Some(gw)) = (&n.address, &self.network.gateway) {
+                if let Some(why) = bad_static(a, gw) {
+                    return err(
+                        format!("nodes[{i}].address"),
+                        format!("{a:?} {why}"),
+                        "give the node an address in the router's subnet, with that subnet's prefix (e.g. 192.168.1.51/24 for gateway 192.168.1.1)",
+                    );
+                }
+            }
+            if let Some(a) = &n.address {
+                let ip = a.split('/').next().unwrap_or_default();
+                if let Some(j) = self.nodes[..i]
+                    .iter()
+                    .position(|o| o.address.as_deref().and_then(|x| x.split('/').next()) == Some(ip))
+                {
+                    return err(
+                        format!("nodes[{i}].address"),
+                        format!("{ip} is also the address of nodes[{j}]"),
+                        "give every node its own address",
+                    );
+                }
+                if self.network.vip.as_deref().and_then(|v| v.split('/').next()) == Some(ip) {
+                    return err(
+                        format!("nodes[{i}].address"),
+                        format!("{ip} is the cluster's network.vip"),
+                        "the virtual IP moves between nodes: give the node another address",
+                    );
+                }
             }
             if n.roles.contains(&Role::Manager) && n.roles.contains(&Role::Worker) {
                 return err(
@@ -509,18 +558,6 @@ impl HomecloudConfig {
     /// never accepted and ignored. Checked after the shape of every value,
     /// so a typo is still reported as a typo.
     fn not_applied_yet(&self) -> Option<(String, &'static str)> {
-        if self.network.mode == AddressMode::Static {
-            return Some(("network.mode".into(), "\"static\" addressing"));
-        }
-        if self.network.gateway.is_some() {
-            return Some(("network.gateway".into(), "a gateway (static addressing)"));
-        }
-        if !self.network.dns.is_empty() {
-            return Some(("network.dns".into(), "a DNS list (static addressing)"));
-        }
-        if let Some(i) = self.nodes.iter().position(|n| n.address.is_some()) {
-            return Some((format!("nodes[{i}].address"), "a static address"));
-        }
         if self.wifi.is_some() {
             return Some(("wifi".into(), "Wi-Fi"));
         }
@@ -588,6 +625,41 @@ pub fn normalize_mac(s: &str) -> Option<String> {
 }
 
 /// `a.b.c.d/prefix` with prefix 0..=32.
+/// Why a node's static `address` cannot work with `gateway`: the router
+/// must be on the node's own subnet, and the address must be a host there.
+pub fn bad_static(address: &str, gateway: &str) -> Option<String> {
+    let (a, p) = parse_cidr(address)?;
+    let gw: Ipv4Addr = gateway.parse().ok()?;
+    if !(8..=30).contains(&p) {
+        return Some(format!("has prefix /{p}; a home LAN uses /8 to /30, usually /24"));
+    }
+    let mask = u32::MAX << (32 - u32::from(p));
+    let net = u32::from(a) & mask;
+    if u32::from(gw) & mask != net {
+        return Some(format!(
+            "is not on the gateway {gw}'s subnet ({}/{p})",
+            Ipv4Addr::from(net)
+        ));
+    }
+    let host = u32::from(a) & !mask;
+    if host == 0 || host == !mask {
+        return Some("is the subnet's network or broadcast address".into());
+    }
+    if a == gw {
+        return Some("is the gateway's own address".into());
+    }
+    None
+}
+
+/// The DNS servers a static node uses: `network.dns`, else the gateway.
+pub fn static_dns(net: &Network) -> Vec<String> {
+    if net.dns.is_empty() {
+        net.gateway.iter().cloned().collect()
+    } else {
+        net.dns.clone()
+    }
+}
+
 pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (a, p) = s.split_once('/')?;
     let p: u8 = p.parse().ok()?;

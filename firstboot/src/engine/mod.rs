@@ -6,6 +6,7 @@
 
 pub mod failpoint;
 pub mod journal;
+pub mod progress;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -164,13 +165,27 @@ pub fn run_steps(
             );
             state.blocked = Some(e.clone());
             save(&state, root)?;
+            progress::show(
+                root,
+                &format!("hc-image: blocked, nothing changed: {}", short(&e)),
+            );
             return Err(e);
         }
     };
     save(&state, root)?;
     let cx = Ctx::new(root, runner, config);
-    for step in steps {
+    for (i, step) in steps.iter().enumerate() {
         let name = step.name();
+        if complete {
+            progress::show(
+                root,
+                &format!(
+                    "hc-image first boot: step {}/{} {name} (`hc status` says more)",
+                    i + 1,
+                    steps.len()
+                ),
+            );
+        }
         if let Enabled::Off(why) = step.enabled(&cx) {
             let r = state.step(name);
             if r.status != Status::Off {
@@ -223,6 +238,15 @@ pub fn run_steps(
             Ok(facts) => record_done(&mut state, root, name, facts)?,
             Err(e) => {
                 record_failure(&mut state, root, name, &e)?;
+                if complete {
+                    progress::show(
+                        root,
+                        &format!(
+                            "hc-image first boot stopped at step {name} (retried at the next boot): {}",
+                            short(&e)
+                        ),
+                    );
+                }
                 return Err(e);
             }
         }
@@ -236,7 +260,20 @@ pub fn run_steps(
         crate::host::files::PUBLIC,
     )?;
     journal(ids::CONVERGED, 5, "hc-firstboot: node converged", &[]);
+    progress::show(
+        root,
+        "hc-image: first boot done, this node is in the cluster (`hc status` says more)",
+    );
     Ok(true)
+}
+
+/// The first line of an error, at most 160 characters, for the console.
+fn short(e: &str) -> String {
+    let l = e.lines().next().unwrap_or_default();
+    match l.char_indices().nth(160) {
+        Some((i, _)) => format!("{}...", &l[..i]),
+        None => l.to_string(),
+    }
 }
 
 fn record_done(
