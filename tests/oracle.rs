@@ -607,6 +607,49 @@ fn bad_input_exits_2_and_leaves_nothing() {
         &["unknown.toml", "storage2", "unknown field"],
     );
 
+    // Issue 12's bad settings, as a user would write them: each exits 2
+    // at build naming the key and the fix.
+    let static_off_subnet = example
+        .replace(
+            "mode = \"dhcp\"",
+            "mode = \"static\"\ngateway = \"192.168.1.1\"",
+        )
+        .replace(
+            "mac = \"52:54:00:12:34:01\"",
+            "mac = \"52:54:00:12:34:01\"\naddress = \"192.168.2.51/24\"",
+        )
+        .replace(
+            "mac = \"52:54:00:12:34:02\"",
+            "mac = \"52:54:00:12:34:02\"\naddress = \"192.168.1.52/24\"",
+        )
+        .replace(
+            "mac = \"52:54:00:12:34:03\"",
+            "mac = \"52:54:00:12:34:03\"\naddress = \"192.168.1.53/24\"",
+        );
+    let short_psk =
+        format!("{example}\n[wifi]\nssid = \"Home\"\npsk = \"1234567\"\ncountry = \"DE\"\n");
+    let zone = example.replace(
+        "# timezone = \"Europe/Berlin\"",
+        "timezone = \"Mars/Olympus\"",
+    );
+    for (name, text, needles) in [
+        (
+            "static.toml",
+            static_off_subnet,
+            ["nodes[0].address", "not on the gateway"],
+        ),
+        ("psk.toml", short_psk, ["wifi.psk", "8 to 63"]),
+        ("zone.toml", zone, ["cluster.timezone", "Mars/Olympus"]),
+    ] {
+        assert_ne!(text, example, "{name}: the example changed shape");
+        let p = write(d.path(), name, text.as_bytes());
+        rejects(
+            &["--rootfs", tar, "--config", p.to_str().expect("p")],
+            &[],
+            &[name, needles[0], needles[1], "fix:"],
+        );
+    }
+
     let e = rejects(
         &["--rootfs", tar, "--board", "rpi4"],
         &[],

@@ -23,6 +23,7 @@ static STEPS: &[&dyn Step] = &[
     &settings::Admin,
     &settings::Timezone,
     &settings::Address,
+    &settings::WifiStep,
     &cluster::network::Network,
     &cluster::form::Cluster,
     &keepalived::Keepalived,

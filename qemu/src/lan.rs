@@ -250,7 +250,10 @@ impl Lan {
     /// the client retries.
     pub fn fixed(&self, mac: &str, ip: Ipv4Addr) -> Result<()> {
         if !self.serves_dhcp {
-            bail!("LAN {} has no DHCP server: give {mac} the static address {ip} instead", self.ns);
+            bail!(
+                "LAN {} has no DHCP server: give {mac} the static address {ip} instead",
+                self.ns
+            );
         }
         let mac = normalize_mac(mac)?;
         let o = ip.octets();
@@ -411,7 +414,12 @@ impl Lan {
         let stderr = File::create(&stderr_path)
             .with_context(|| format!("creating {}", stderr_path.display()))?;
         let mut c = netns_exec(&self.ip, &self.ns, &[&self.dnsmasq_bin]);
-        c.args(["--keep-in-foreground", "--conf-file=/dev/null", "--interface", BRIDGE]);
+        c.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--interface",
+            BRIDGE,
+        ]);
         if self.serves_dhcp {
             c.args(["--port=0", "--dhcp-authoritative", "--log-dhcp"])
                 .arg(format!(
@@ -422,15 +430,20 @@ impl Lan {
         } else {
             // The home router's DNS, with no upstream here: names it was
             // told about, and the log shows who asked.
-            c.args(["--no-resolv", "--no-hosts", "--bind-interfaces", "--log-queries"])
-                .arg(format!("--host-record=router.home.arpa,{}", self.gateway()));
+            c.args([
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--log-queries",
+            ])
+            .arg(format!("--host-record=router.home.arpa,{}", self.gateway()));
         }
         c.arg(format!("--dhcp-leasefile={}", self.lease_file().display()))
-        .arg(format!(
-            "--pid-file={}",
-            self.dir.join("dnsmasq.pid").display()
-        ))
-        .arg(format!("--log-facility={}", log.display()));
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.join("dnsmasq.pid").display()
+            ))
+            .arg(format!("--log-facility={}", log.display()));
         for (mac, ip) in &d.fixed {
             c.arg(format!("--dhcp-host={mac},{ip}"));
         }

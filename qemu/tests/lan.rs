@@ -281,7 +281,9 @@ fn a_lan_without_dhcp_answers_dns_and_gives_no_lease() {
         Ipv4Addr::new(10, 77, 5, 0),
     ));
     assert!(!lan.serves_dhcp());
-    assert!(lan.fixed("02:00:00:77:05:14", Ipv4Addr::new(10, 77, 5, 20)).is_err());
+    assert!(lan
+        .fixed("02:00:00:77:05:14", Ipv4Addr::new(10, 77, 5, 20))
+        .is_err());
     let client = ok(lan.dhcp_client("asks", "02:00:00:77:05:99"));
     let out = output(client.command(&[
         busybox.as_os_str(),

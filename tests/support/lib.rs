@@ -3,6 +3,7 @@
 //! small helpers for driving host tools (e2fsprogs, sfdisk, xz, ...).
 
 pub mod armbian;
+pub mod debs;
 pub mod image;
 pub mod rootfs;
 

@@ -170,8 +170,15 @@ pub fn reconcile_managers(
             Err(e) => eprintln!("demoting {id}: {e}"),
         }
     }
-    for id in to_promote(config, &members) {
-        match engine.promote(&id) {
+    for (i, id) in to_promote(config, &members).into_iter().enumerate() {
+        // Tests fail the second of two promotions, as an rpc error did in
+        // issue 18: the next round must promote the third, never stay at two.
+        let result = if i == 1 && crate::engine::failpoint::inject("promote-second-fails") {
+            Err("failpoint promote-second-fails: injected rpc error".to_string())
+        } else {
+            engine.promote(&id)
+        };
+        match result {
             Ok(()) => journal(
                 ids::SWARM_PROMOTED,
                 5,

@@ -440,17 +440,22 @@ impl HomecloudConfig {
             }
             if let Some(a) = &n.address {
                 let ip = a.split('/').next().unwrap_or_default();
-                if let Some(j) = self.nodes[..i]
-                    .iter()
-                    .position(|o| o.address.as_deref().and_then(|x| x.split('/').next()) == Some(ip))
-                {
+                if let Some(j) = self.nodes[..i].iter().position(|o| {
+                    o.address.as_deref().and_then(|x| x.split('/').next()) == Some(ip)
+                }) {
                     return err(
                         format!("nodes[{i}].address"),
                         format!("{ip} is also the address of nodes[{j}]"),
                         "give every node its own address",
                     );
                 }
-                if self.network.vip.as_deref().and_then(|v| v.split('/').next()) == Some(ip) {
+                if self
+                    .network
+                    .vip
+                    .as_deref()
+                    .and_then(|v| v.split('/').next())
+                    == Some(ip)
+                {
                     return err(
                         format!("nodes[{i}].address"),
                         format!("{ip} is the cluster's network.vip"),
@@ -509,6 +514,13 @@ impl HomecloudConfig {
                     "use the network's passphrase",
                 );
             }
+            if !w.psk.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                return err(
+                    "wifi.psk".into(),
+                    "holds a character WPA does not allow in a passphrase".into(),
+                    "use printable ASCII (letters, digits, spaces, punctuation), as the router does",
+                );
+            }
             if w.country.len() != 2 || !w.country.bytes().all(|b| b.is_ascii_uppercase()) {
                 return err(
                     "wifi.country".into(),
@@ -558,9 +570,6 @@ impl HomecloudConfig {
     /// never accepted and ignored. Checked after the shape of every value,
     /// so a typo is still reported as a typo.
     fn not_applied_yet(&self) -> Option<(String, &'static str)> {
-        if self.wifi.is_some() {
-            return Some(("wifi".into(), "Wi-Fi"));
-        }
         if let Some(name) = self.services.keys().next() {
             return Some((format!("services.{name}"), "a service"));
         }
@@ -631,7 +640,9 @@ pub fn bad_static(address: &str, gateway: &str) -> Option<String> {
     let (a, p) = parse_cidr(address)?;
     let gw: Ipv4Addr = gateway.parse().ok()?;
     if !(8..=30).contains(&p) {
-        return Some(format!("has prefix /{p}; a home LAN uses /8 to /30, usually /24"));
+        return Some(format!(
+            "has prefix /{p}; a home LAN uses /8 to /30, usually /24"
+        ));
     }
     let mask = u32::MAX << (32 - u32::from(p));
     let net = u32::from(a) & mask;

@@ -91,7 +91,8 @@ fn bad_values_name_key_and_fix() {
     }
 }
 
-const STATIC: &str = "[network]\nmode = \"static\"\ngateway = \"192.168.1.1\"\nvip = \"192.168.1.50/24\"\n";
+const STATIC: &str =
+    "[network]\nmode = \"static\"\ngateway = \"192.168.1.1\"\nvip = \"192.168.1.50/24\"\n";
 
 fn node(k: u8, address: &str) -> String {
     format!("[[nodes]]\nname = \"n{k}\"\nmac = \"52:54:00:00:00:0{k}\"\naddress = \"{address}\"\n")
@@ -105,19 +106,43 @@ fn static_addressing_is_checked_against_the_gateway() {
         node(2, "192.168.1.52/24")
     ))
     .expect("two static nodes");
-    assert_eq!(static_dns(&ok.network), ["192.168.1.1"], "DNS defaults to the gateway");
+    assert_eq!(
+        static_dns(&ok.network),
+        ["192.168.1.1"],
+        "DNS defaults to the gateway"
+    );
     let cases = [
-        (node(1, "192.168.2.51/24"), "nodes[0].address", "not on the gateway"),
+        (
+            node(1, "192.168.2.51/24"),
+            "nodes[0].address",
+            "not on the gateway",
+        ),
         (node(1, "192.168.1.51/32"), "nodes[0].address", "prefix /32"),
         (node(1, "192.168.1.255/24"), "nodes[0].address", "broadcast"),
-        (node(1, "192.168.1.1/24"), "nodes[0].address", "gateway's own"),
-        (node(1, "192.168.1.50/24"), "nodes[0].address", "network.vip"),
         (
-            format!("{}{}", node(1, "192.168.1.51/24"), node(2, "192.168.1.51/24")),
+            node(1, "192.168.1.1/24"),
+            "nodes[0].address",
+            "gateway's own",
+        ),
+        (
+            node(1, "192.168.1.50/24"),
+            "nodes[0].address",
+            "network.vip",
+        ),
+        (
+            format!(
+                "{}{}",
+                node(1, "192.168.1.51/24"),
+                node(2, "192.168.1.51/24")
+            ),
             "nodes[1].address",
             "also the address of nodes[0]",
         ),
-        ("[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\n".into(), "nodes[0].address", "missing"),
+        (
+            "[[nodes]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\n".into(),
+            "nodes[0].address",
+            "missing",
+        ),
     ];
     for (nodes, key, problem) in cases {
         let e = parse(&format!("{MIN}{STATIC}{nodes}")).expect_err(&nodes);
@@ -127,10 +152,35 @@ fn static_addressing_is_checked_against_the_gateway() {
 }
 
 #[test]
+fn wifi_is_checked_like_the_router_would() {
+    let w = |ssid: &str, psk: &str, country: &str| {
+        parse(&format!(
+            "{MIN}[wifi]\nssid = \"{ssid}\"\npsk = \"{psk}\"\ncountry = \"{country}\"\n"
+        ))
+    };
+    w("Home", "12345678", "DE").expect("a good one");
+    for (cfg, key) in [
+        (w("Home", "1234567", "DE"), "wifi.psk"),
+        (w("Home", &"x".repeat(64), "DE"), "wifi.psk"),
+        (w("Home", "pass\u{e9}word", "DE"), "wifi.psk"),
+        (w("", "12345678", "DE"), "wifi.ssid"),
+        (w("Home", "12345678", "de"), "wifi.country"),
+    ] {
+        assert_eq!(cfg.expect_err(key).key, key);
+    }
+}
+
+#[test]
 fn static_only_keys_in_dhcp_mode_are_refused_not_ignored() {
     let cases = [
-        ("[network]\ngateway = \"10.0.0.1\"\n".to_string(), "network.gateway"),
-        ("[network]\ndns = [\"10.0.0.1\"]\n".to_string(), "network.dns"),
+        (
+            "[network]\ngateway = \"10.0.0.1\"\n".to_string(),
+            "network.gateway",
+        ),
+        (
+            "[network]\ndns = [\"10.0.0.1\"]\n".to_string(),
+            "network.dns",
+        ),
         (node(1, "10.0.0.5/24"), "nodes[0].address"),
     ];
     for (extra, key) in cases {
@@ -144,10 +194,6 @@ fn static_only_keys_in_dhcp_mode_are_refused_not_ignored() {
 fn keys_the_device_does_not_apply_yet_are_refused_by_name() {
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOc you@laptop";
     let cases = [
-        (
-            "[wifi]\nssid = \"n\"\npsk = \"12345678\"\ncountry = \"DE\"\n",
-            "wifi",
-        ),
         ("[services.syncthing]\n", "services.syncthing"),
         (
             "[services.kapacitor]\nenabled = false\n",

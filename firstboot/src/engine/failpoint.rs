@@ -32,6 +32,24 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// True (once) when a test armed `name` like [`failpoint`], which then
+/// fails the operation it guards instead of exiting: an injected error,
+/// journaled as such.
+pub fn inject(name: &str) -> bool {
+    let root = std::env::var_os("HC_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    let fire = std::env::var("HC_FAILPOINT").is_ok_and(|v| v == name)
+        || consume_failpoint(&root.join(FAILPOINT_FILE.trim_start_matches('/')), name);
+    if fire {
+        journal(
+            ids::STEP_FAILED,
+            3,
+            &format!("failpoint {name}: injecting a failure"),
+            &[("HC_FAILPOINT", name)],
+        );
+    }
+    fire
+}
+
 /// True (once) when the failpoint file `f` names `name`: the name moves to
 /// `<f>.fired` and the file keeps the names not fired yet.
 pub fn consume_failpoint(f: &Path, name: &str) -> bool {

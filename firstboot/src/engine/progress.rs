@@ -52,10 +52,14 @@ mod tests {
         let p = d.path().join(FILE.trim_start_matches('/'));
         let t = std::fs::read_to_string(&p).expect("written");
         assert_eq!(t, "hc-image first boot: step 5/7 cluster /l\n\n");
-        let before = std::fs::metadata(&p).and_then(|m| m.modified()).expect("mtime");
+        let before = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .expect("mtime");
         std::thread::sleep(std::time::Duration::from_millis(20));
         show(d.path(), r"hc-image first boot: step 5/7 cluster \l");
-        let after = std::fs::metadata(&p).and_then(|m| m.modified()).expect("mtime");
+        let after = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .expect("mtime");
         assert_eq!(before, after, "an unchanged line is not rewritten");
     }
 }

@@ -61,7 +61,11 @@ pub fn render(
                 "network.mode is \"static\" but homecloud.toml lists none of this node's \
                  interfaces ({}); it takes no address. Fix: add a [[nodes]] entry with this \
                  MAC and an `address`, or set network.mode = \"dhcp\"",
-                if seen.is_empty() { "none found".into() } else { seen.join(", ") }
+                if seen.is_empty() {
+                    "none found".into()
+                } else {
+                    seen.join(", ")
+                }
             ),
         ));
     };
@@ -69,7 +73,7 @@ pub fn render(
     let address = node.address.clone().unwrap_or_default();
     let gateway = config.network.gateway.clone().unwrap_or_default();
     let mut t = format!(
-        "{head}# {} on {iface}.\n[Match]\nMACAddress={mac}\nType=ether\n\n[Network]\n\
+        "{head}# {} on {iface}.\n[Match]\nMACAddress={mac}\n\n[Network]\n\
          DHCP=no\nAddress={address}\nGateway={gateway}\n",
         node.name
     );
@@ -118,7 +122,11 @@ impl Step for Address {
         // At boot this runs before networkd; a later run (an edit applied by
         // `hc-firstboot run`) has it re-read its files. Best effort: the file
         // is what counts at the next boot.
-        if cx.runner.run(&["systemctl", "is-active", "--quiet", "systemd-networkd"]).is_ok() {
+        if cx
+            .runner
+            .run(&["systemctl", "is-active", "--quiet", "systemd-networkd"])
+            .is_ok()
+        {
             let _ = cx.runner.run(&["networkctl", "reload"]);
         }
         result
@@ -145,7 +153,11 @@ mod tests {
             &format!(
                 "schema = 1\n[cluster]\nname = \"h\"\ndomain = \"home.arpa\"\n{extra}\n\
                  [[nodes]]\nname = \"node1\"\nmac = \"52:54:00:12:34:01\"\n{}",
-                if extra.contains("static") { "address = \"10.80.0.11/24\"\n" } else { "" }
+                if extra.contains("static") {
+                    "address = \"10.80.0.11/24\"\n"
+                } else {
+                    ""
+                }
             ),
             "test.toml",
         )
@@ -157,7 +169,10 @@ mod tests {
 
     #[test]
     fn dhcp_mode_wants_no_file() {
-        assert_eq!(render(&cfg(""), &[("eth0".into(), "52:54:00:12:34:01".into())]), Ok(None));
+        assert_eq!(
+            render(&cfg(""), &[("eth0".into(), "52:54:00:12:34:01".into())]),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -166,9 +181,16 @@ mod tests {
             ("enp0s1".to_string(), "52:54:00:aa:bb:cc".to_string()),
             ("enp0s2".to_string(), "52:54:00:12:34:01".to_string()),
         ];
-        let t = render(&cfg(STATIC), &nics).expect("listed").expect("a file");
+        let t = render(&cfg(STATIC), &nics)
+            .expect("listed")
+            .expect("a file");
         assert!(t.contains("[Match]\nMACAddress=52:54:00:12:34:01\n"), "{t}");
-        assert!(t.contains("DHCP=no\nAddress=10.80.0.11/24\nGateway=10.80.0.1\nDNS=10.80.0.1\nDNS=9.9.9.9\n"), "{t}");
+        assert!(
+            t.contains(
+                "DHCP=no\nAddress=10.80.0.11/24\nGateway=10.80.0.1\nDNS=10.80.0.1\nDNS=9.9.9.9\n"
+            ),
+            "{t}"
+        );
         assert!(t.contains("node1 on enp0s2"), "{t}");
     }
 
@@ -176,15 +198,24 @@ mod tests {
     fn an_unlisted_node_takes_no_address_and_says_how_to_fix_it() {
         let nics = [("eth0".to_string(), "52:54:00:00:00:99".to_string())];
         let (file, why) = render(&cfg(STATIC), &nics).expect_err("unlisted");
-        assert!(file.contains("DHCP=no") && file.contains("LinkLocalAddressing=no"), "{file}");
+        assert!(
+            file.contains("DHCP=no") && file.contains("LinkLocalAddressing=no"),
+            "{file}"
+        );
         assert!(!file.contains("Address="), "{file}");
-        assert!(why.contains("eth0 52:54:00:00:00:99") && why.contains("[[nodes]]"), "{why}");
+        assert!(
+            why.contains("eth0 52:54:00:00:00:99") && why.contains("[[nodes]]"),
+            "{why}"
+        );
     }
 
     #[test]
     fn network_interface_limits_which_nic_is_matched() {
         let c = cfg(&format!("{STATIC}\ninterface = \"eth1\""));
         let nics = [("eth0".to_string(), "52:54:00:12:34:01".to_string())];
-        assert!(render(&c, &nics).is_err(), "the listed MAC is on another interface");
+        assert!(
+            render(&c, &nics).is_err(),
+            "the listed MAC is on another interface"
+        );
     }
 }
