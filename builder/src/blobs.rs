@@ -57,12 +57,12 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
-enum Fetched {
+pub(crate) enum Fetched {
     Body(Vec<u8>),
     NotFound,
 }
 
-fn http_get(url: &str) -> Result<Fetched> {
+pub(crate) fn http_get(url: &str) -> Result<Fetched> {
     let mut last = None;
     for attempt in 0..3 {
         if attempt > 0 {
@@ -221,8 +221,8 @@ pub fn fetch_blob(b: &BlobSpec, board_file: &str, index: usize) -> Result<Vec<u8
     Ok(blob)
 }
 
-/// Reads one file out of a .deb: an `ar` archive whose `data.tar.*` member holds the tree.
-pub fn extract_from_deb(deb: &[u8], path: &str) -> Result<Vec<u8>> {
+/// The `data.tar.*` member of a .deb (an `ar` archive), decompressed.
+pub fn data_tar(deb: &[u8]) -> Result<Box<dyn Read + '_>> {
     if !deb.starts_with(b"!<arch>\n") {
         bail!("not a Debian package (no ar header)");
     }
@@ -244,34 +244,38 @@ pub fn extract_from_deb(deb: &[u8], path: &str) -> Result<Vec<u8>> {
             .context("truncated ar member")?;
         let body = &deb[start..end];
         if let Some(kind) = name.strip_prefix("data.tar") {
-            let reader: Box<dyn Read + '_> = match kind {
+            return Ok(match kind {
                 ".xz" => Box::new(liblzma::read::XzDecoder::new(body)),
                 ".zst" => {
                     Box::new(zstd::stream::read::Decoder::new(body).context("starting zstd")?)
                 }
                 "" => Box::new(body),
                 other => bail!("unsupported compression data.tar{other}"),
-            };
-            let mut ar = tar::Archive::new(reader);
-            let want = path.trim_start_matches("./");
-            for e in ar.entries().context("reading data.tar")? {
-                let mut e = e.context("reading data.tar entry")?;
-                let p = e
-                    .path()
-                    .context("reading entry path")?
-                    .to_string_lossy()
-                    .into_owned();
-                if p.trim_start_matches("./") == want {
-                    let mut out = Vec::new();
-                    e.read_to_end(&mut out).context("reading blob")?;
-                    return Ok(out);
-                }
-            }
-            bail!("{path} is not in the package");
+            });
         }
         pos = end + (end & 1);
     }
     bail!("no data.tar member in the package")
+}
+
+/// Reads one file out of a .deb.
+pub fn extract_from_deb(deb: &[u8], path: &str) -> Result<Vec<u8>> {
+    let mut ar = tar::Archive::new(data_tar(deb)?);
+    let want = path.trim_start_matches("./");
+    for e in ar.entries().context("reading data.tar")? {
+        let mut e = e.context("reading data.tar entry")?;
+        let p = e
+            .path()
+            .context("reading entry path")?
+            .to_string_lossy()
+            .into_owned();
+        if p.trim_start_matches("./") == want {
+            let mut out = Vec::new();
+            e.read_to_end(&mut out).context("reading blob")?;
+            return Ok(out);
+        }
+    }
+    bail!("{path} is not in the package")
 }
 
 /// Re-pins every blob of a board file to the suite's current package:
@@ -314,7 +318,7 @@ pub fn repin(text: &str, file: &str) -> Result<(String, Vec<String>)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -345,6 +349,9 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
             h.set_cksum();
             tarball
                 .append_data(&mut h, format!("./{p}"), *data)

@@ -36,6 +36,8 @@ pub enum Cmd {
     Flash(crate::flash::cli::FlashArgs),
     /// List boards, or re-pin a board's blobs to the mirror's current packages
     Boards(BoardsArgs),
+    /// Service images: list recipes, pin their packages, build them
+    Images(ImagesArgs),
     /// Check homecloud.toml files or print their JSON Schema
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -113,6 +115,38 @@ pub enum BoardsCmd {
         /// Print the changes without writing the board file
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    #[command(subcommand)]
+    pub cmd: Option<ImagesCmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCmd {
+    /// List the recipes under images/containers and their pins (the default)
+    List,
+    /// Pin a recipe's packages and their dependencies to the mirror's
+    /// current versions, for arm64 and amd64
+    Pin {
+        /// Recipe names (default: all)
+        names: Vec<String>,
+        /// Print the changes without writing the recipe files
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Build images from their pins into an OCI layout (no emulation)
+    Build {
+        /// Recipe names (default: all)
+        names: Vec<String>,
+        /// Debian architecture (repeatable; default: arm64 and amd64)
+        #[arg(long)]
+        arch: Vec<String>,
+        /// Output directory: oci-ARCH/, sbom/, images-ARCH.json
+        #[arg(long, short = 'o', default_value = "out/images")]
+        out: PathBuf,
     },
 }
 

@@ -20,6 +20,7 @@ pub mod flash;
 pub mod fs;
 pub mod inspect;
 pub mod io;
+pub mod oci;
 pub mod pipeline;
 pub mod plan;
 pub mod probe;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use hc_image::cli::{BenchMode, BoardsCmd, Cli, Cmd, ConfigCmd, DevCmd, QemuCmd};
+use hc_image::cli::{BenchMode, BoardsCmd, Cli, Cmd, ConfigCmd, DevCmd, ImagesCmd, QemuCmd};
 use hc_image::{blobs, dev, error, inspect, pipeline, plan, spec};
 
 fn main() -> ExitCode {
@@ -117,6 +117,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+        Some(Cmd::Images(a)) => images(&dirs, a.cmd),
         Some(Cmd::Config(ConfigCmd::Check { file })) => {
             let c = hc_firstboot::config::HomecloudConfig::load(&file)?;
             println!(
@@ -227,6 +228,76 @@ fn run(cli: Cli) -> Result<()> {
                 plan::stable_ids(board.as_bytes()),
             )?;
             println!("{}", serde_json::to_string_pretty(&l)?);
+            Ok(())
+        }
+    }
+}
+
+fn images(dirs: &spec::DataDirs, cmd: Option<ImagesCmd>) -> Result<()> {
+    use hc_image::oci;
+    let all = |names: Vec<String>| {
+        if names.is_empty() {
+            oci::recipe::names(&dirs.root)
+        } else {
+            names
+        }
+    };
+    match cmd {
+        None | Some(ImagesCmd::List) => {
+            for name in oci::recipe::names(&dirs.root) {
+                let (r, _) = oci::recipe::load(&dirs.root, &name)?;
+                let pinned: Vec<String> = oci::ARCHES
+                    .iter()
+                    .map(|a| format!("{} {}", a.debian(), r.pins_for(*a).len()))
+                    .collect();
+                println!(
+                    "{:<12} {:<40} pins: {}  {}",
+                    name,
+                    oci::reference(&name, &r, spec::Arch::Arm64),
+                    pinned.join(", "),
+                    r.description
+                );
+            }
+            Ok(())
+        }
+        Some(ImagesCmd::Pin { names, dry_run }) => {
+            for line in oci::pin(&dirs.root, &all(names), dry_run)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Some(ImagesCmd::Build { names, arch, out }) => {
+            let arches = if arch.is_empty() {
+                oci::ARCHES.to_vec()
+            } else {
+                arch.iter()
+                    .map(|a| match a.as_str() {
+                        "arm64" => Ok(spec::Arch::Arm64),
+                        "amd64" => Ok(spec::Arch::Amd64),
+                        other => Err(error::InputError::new(
+                            "command line",
+                            "--arch",
+                            format!("unknown architecture {other}"),
+                            "use arm64 or amd64",
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            let names = all(names);
+            for a in arches {
+                for b in oci::build(&dirs.root, &names, a, &out)? {
+                    let bytes: usize = b.layers.iter().map(|l| l.size).sum();
+                    println!(
+                        "{} {} {} ({} layers, {:.1} MiB compressed)",
+                        b.reference,
+                        b.arch,
+                        b.manifest,
+                        b.layers.len(),
+                        bytes as f64 / 1048576.0
+                    );
+                }
+                println!("{}", out.join(format!("oci-{}", a.debian())).display());
+            }
             Ok(())
         }
     }

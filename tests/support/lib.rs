@@ -4,6 +4,7 @@
 
 pub mod armbian;
 pub mod debs;
+pub mod dockerd;
 pub mod image;
 pub mod rootfs;
 

@@ -4,7 +4,9 @@
 //! imports the rest of the crate.
 
 pub mod atomic;
+pub mod date;
 pub mod digest;
 
 pub use atomic::{partial, sync_dir, write_atomic, write_synced};
+pub use date::utc_rfc3339;
 pub use digest::{sha256_file, sha256_hex};

@@ -32,17 +32,7 @@ impl DataDirs {
     }
 
     pub fn board_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.boards())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let p = e.path();
-                (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_string))?
-            })
-            .collect();
-        names.sort();
-        names
+        toml_names(&self.boards())
     }
 
     pub fn load_board(&self, name: &str) -> Result<(BoardSpec, PathBuf), InputError> {
@@ -79,4 +69,19 @@ impl DataDirs {
         let p = ImageProfile::load(&path, &self.overlays())?;
         Ok((p, path))
     }
+}
+
+/// Stems of the `*.toml` files in `dir`, sorted (none if it is missing).
+pub fn toml_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    names.sort();
+    names
 }

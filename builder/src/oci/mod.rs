@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Service images from pinned Debian packages (`hc-image images`).
+//!
+//! `recipe` is the data (`images/containers/NAME.toml`), `resolve` pins a
+//! recipe's dependency closure from the suite's index, `layer` turns each
+//! .deb into a layer without running anything, `layout` writes an OCI
+//! layout that `docker load` and registries read, `sbom` lists what is in
+//! each image. No emulation: an arm64 image builds as fast as an amd64 one.
+
+pub mod layer;
+pub mod layout;
+pub mod recipe;
+pub mod resolve;
+pub mod sbom;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::blobs::{cache_dir, http_get, mirror, Fetched};
+use crate::error::InputError;
+use crate::io::{sha256_hex, write_atomic};
+use crate::spec::Arch;
+use layer::Layer;
+use recipe::{Pin, Recipe};
+
+/// The pinned .deb, from the cache when its hash matches.
+fn fetch_pinned(p: &Pin, file: &str, i: usize) -> Result<Vec<u8>> {
+    let cached = cache_dir()
+        .join("debs/sha256")
+        .join(format!("{}.deb", p.sha256));
+    if let Ok(data) = std::fs::read(&cached) {
+        if sha256_hex(&data) == p.sha256 {
+            return Ok(data);
+        }
+    }
+    let url = format!("{}/{}", mirror(), p.filename);
+    tracing::info!("fetching {url}");
+    let data = match http_get(&url)? {
+        Fetched::Body(d) => d,
+        Fetched::NotFound => {
+            return Err(InputError::new(
+                file,
+                format!("pins[{i}].version"),
+                format!(
+                    "{} {} ({}) is no longer on the mirror",
+                    p.package, p.version, p.arch
+                ),
+                "run `hc-image images pin NAME` to pin the suite's current packages",
+            )
+            .into())
+        }
+    };
+    let got = sha256_hex(&data);
+    if got != p.sha256 {
+        return Err(InputError::new(
+            file,
+            format!("pins[{i}].sha256"),
+            format!("{url} has sha256 {got}, the pin says {}", p.sha256),
+            "check the mirror (HC_DEBIAN_MIRROR); if the package was rebuilt, re-pin with `hc-image images pin NAME`",
+        )
+        .into());
+    }
+    let dir = cached.parent().context("cache path")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomic(&cached, &data)?;
+    Ok(data)
+}
+
+#[derive(Serialize, Deserialize)]
+struct LayerMeta {
+    digest: String,
+    diff_id: String,
+    mtime: u64,
+}
+
+/// A package's layer, built once per .deb and kept in the cache.
+fn package_layer(p: &Pin, file: &str, i: usize) -> Result<Layer> {
+    let dir = cache_dir().join(format!("oci/layers-v{}", layer::LAYER_FORMAT));
+    let meta_path = dir.join(format!("{}.json", p.sha256));
+    if let Ok(text) = std::fs::read(&meta_path) {
+        if let Ok(m) = serde_json::from_slice::<LayerMeta>(&text) {
+            if let Ok(blob) = std::fs::read(dir.join(&m.digest)) {
+                if sha256_hex(&blob) == m.digest {
+                    return Ok(Layer {
+                        blob,
+                        digest: m.digest,
+                        diff_id: m.diff_id,
+                        mtime: m.mtime,
+                    });
+                }
+            }
+        }
+    }
+    let deb = fetch_pinned(p, file, i)?;
+    let l = layer::from_deb(&deb)
+        .with_context(|| format!("unpacking {} {} ({})", p.package, p.version, p.arch))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomic(&dir.join(&l.digest), &l.blob)?;
+    let m = LayerMeta {
+        digest: l.digest.clone(),
+        diff_id: l.diff_id.clone(),
+        mtime: l.mtime,
+    };
+    write_atomic(&meta_path, &serde_json::to_vec(&m)?)?;
+    Ok(l)
+}
+
+/// One image as built: for `images-ARCH.json` and the tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Built {
+    pub name: String,
+    pub arch: String,
+    pub reference: String,
+    pub manifest: String,
+    pub config: String,
+    pub layers: Vec<BuiltLayer>,
+    pub sbom: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuiltLayer {
+    pub what: String,
+    pub digest: String,
+    pub size: usize,
+}
+
+/// `homecloud/NAME:VERSION` of the recipe's first package (tag-safe).
+pub fn reference(name: &str, r: &Recipe, arch: Arch) -> String {
+    let v = r
+        .pins_for(arch)
+        .into_iter()
+        .find(|p| p.package == r.packages[0])
+        .map_or("unpinned".to_string(), |p| {
+            p.version
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        });
+    format!("homecloud/{name}:{v}")
+}
+
+/// Builds `names` for `arch` into `out/oci-ARCH` (an OCI layout holding
+/// them all, each blob once), `out/sbom/` and `out/images-ARCH.json`.
+/// Written beside as `.partial` and renamed once every blob re-hashes.
+pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Vec<Built>> {
+    let final_dir = out.join(format!("oci-{}", arch.debian()));
+    let partial = crate::io::partial(&final_dir);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing {}", partial.display()))?;
+    }
+    let mut lay = layout::Layout::create(&partial)?;
+    let root_layer = layer::root(arch)?;
+    let sbom_dir = out.join("sbom");
+    std::fs::create_dir_all(&sbom_dir)
+        .with_context(|| format!("creating {}", sbom_dir.display()))?;
+    let mut built = Vec::new();
+    for name in names {
+        let (r, path) = recipe::load(root, name)?;
+        let file = path.display().to_string();
+        let pins = r.pins_for(arch);
+        if pins.is_empty() {
+            return Err(InputError::new(
+                &file,
+                "pins",
+                format!("no package is pinned for {}", arch.debian()),
+                format!("run `hc-image images pin {name}`"),
+            )
+            .into());
+        }
+        let mut layers: Vec<(Layer, String)> = vec![(root_layer.clone(), "hc-image root".into())];
+        let mut certs = BTreeMap::new();
+        for p in &pins {
+            let i = r.pins.iter().position(|x| x == *p).unwrap_or(0);
+            let l = package_layer(p, &file, i)?;
+            if r.ca_bundle && p.package == "ca-certificates" {
+                certs = layer::certificates(&fetch_pinned(p, &file, i)?)?;
+            }
+            layers.push((l, format!("deb {} {}", p.package, p.version)));
+        }
+        if r.ca_bundle && certs.is_empty() {
+            return Err(InputError::new(
+                &file,
+                "ca_bundle",
+                "no certificates: ca-certificates is not in the closure",
+                "add ca-certificates to packages, or set ca_bundle = false",
+            )
+            .into());
+        }
+        let created = layers.iter().map(|(l, _)| l.mtime).max().unwrap_or(0);
+        let cfg_layer = layer::config(&r, &certs, created)?;
+        layers.push((cfg_layer, format!("hc-image config of {name}")));
+        let reference = reference(name, &r, arch);
+        let mut exposed = serde_json::Map::new();
+        for p in &r.ports {
+            exposed.insert(p.clone(), json!({}));
+        }
+        let mut volumes = serde_json::Map::new();
+        for v in &r.volumes {
+            volumes.insert(v.clone(), json!({}));
+        }
+        let mut env =
+            vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+        env.extend(r.env.iter().cloned());
+        let user = match r.users.iter().find(|u| u.name == r.user) {
+            Some(u) => format!("{}:{}", u.uid, u.gid.unwrap_or(u.uid)),
+            None => "0:0".into(),
+        };
+        let config = json!({"config": {
+            "Entrypoint": r.entrypoint,
+            "Cmd": r.cmd,
+            "Env": env,
+            "User": user,
+            "WorkingDir": r.workdir,
+            "ExposedPorts": exposed,
+            "Volumes": volumes,
+            "Labels": {
+                "org.opencontainers.image.title": name,
+                "org.opencontainers.image.description": r.description,
+            },
+        }});
+        let refs: Vec<(&Layer, String)> = layers.iter().map(|(l, w)| (l, w.clone())).collect();
+        let w = lay.add_image(&reference, arch, &refs, &config, created)?;
+        let sbom = sbom::document(
+            &reference,
+            &w.manifest,
+            &layout::rfc3339(created),
+            &mirror(),
+            &pins,
+        );
+        let sbom_path = sbom_dir.join(format!("{name}-{}.spdx.json", arch.debian()));
+        write_atomic(&sbom_path, &serde_json::to_vec_pretty(&sbom)?)?;
+        built.push(Built {
+            name: name.clone(),
+            arch: arch.debian().into(),
+            reference,
+            manifest: w.manifest,
+            config: w.config,
+            layers: layers
+                .iter()
+                .map(|(l, what)| BuiltLayer {
+                    what: what.clone(),
+                    digest: format!("sha256:{}", l.digest),
+                    size: l.blob.len(),
+                })
+                .collect(),
+            sbom: sbom_path.display().to_string(),
+        });
+    }
+    lay.finish()?;
+    verify_layout(&partial)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir)
+            .with_context(|| format!("removing {}", final_dir.display()))?;
+    }
+    std::fs::rename(&partial, &final_dir)
+        .with_context(|| format!("renaming {} into place", partial.display()))?;
+    let summary = out.join(format!("images-{}.json", arch.debian()));
+    write_atomic(&summary, &serde_json::to_vec_pretty(&built)?)?;
+    Ok(built)
+}
+
+/// Every blob in the layout has the digest it is named by, and every
+/// manifest's config and layers are present.
+pub fn verify_layout(dir: &Path) -> Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    for e in std::fs::read_dir(&blobs).with_context(|| format!("reading {}", blobs.display()))? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let got = crate::io::sha256_file(&p)?;
+        if got != name {
+            bail!("{} has sha256 {got}", p.display());
+        }
+    }
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("index.json")).context("reading index.json")?,
+    )?;
+    for m in index["manifests"].as_array().into_iter().flatten() {
+        let d = m["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("sha256:");
+        let man: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(blobs.join(d)).with_context(|| format!("manifest {d} missing"))?,
+        )?;
+        let mut need = vec![man["config"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()];
+        for l in man["layers"].as_array().into_iter().flatten() {
+            need.push(l["digest"].as_str().unwrap_or_default().to_string());
+        }
+        for n in need {
+            if !blobs.join(n.trim_start_matches("sha256:")).is_file() {
+                bail!("manifest {d} names {n}, which is not in the layout");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The suite's index for `arch`, fetched once per process.
+fn index(suite: &str, arch: Arch) -> Result<resolve::Index> {
+    let url = format!(
+        "{}/dists/{suite}/main/binary-{}/Packages.xz",
+        mirror(),
+        arch.debian()
+    );
+    tracing::info!("reading {url}");
+    let Fetched::Body(xz) = http_get(&url)? else {
+        bail!("{url} does not exist: check the recipe's suite");
+    };
+    let mut text = String::new();
+    liblzma::read::XzDecoder::new(&xz[..])
+        .read_to_string(&mut text)
+        .with_context(|| format!("decompressing {url}"))?;
+    Ok(resolve::Index::parse(&text))
+}
+
+pub const ARCHES: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+/// Re-pins each recipe of `names` to the suite's current closure; returns
+/// a line per recipe that changed. Indexes are read once per suite and arch.
+pub fn pin(root: &Path, names: &[String], dry_run: bool) -> Result<Vec<String>> {
+    let mut indexes: BTreeMap<(String, &str), resolve::Index> = BTreeMap::new();
+    let mut lines = Vec::new();
+    for name in names {
+        let (r, path) = recipe::load(root, name)?;
+        let file = path.display().to_string();
+        let mut pins = Vec::new();
+        for arch in ARCHES {
+            let key = (r.suite.clone(), arch.debian());
+            if !indexes.contains_key(&key) {
+                indexes.insert(key.clone(), index(&r.suite, arch)?);
+            }
+            let idx = &indexes[&key];
+            let closure = idx.closure(&r.packages, &r.exclude).map_err(|e| {
+                InputError::new(
+                    &file,
+                    "packages",
+                    format!("{e:#}"),
+                    "check the package names, or exclude what cannot be had",
+                )
+            })?;
+            for s in closure {
+                pins.push(Pin {
+                    arch: arch.debian().into(),
+                    package: s.package,
+                    version: s.version,
+                    filename: s.filename,
+                    sha256: s.sha256,
+                    size: s.size,
+                });
+            }
+        }
+        if pins == r.pins {
+            continue;
+        }
+        let old: BTreeMap<(String, String), String> = r
+            .pins
+            .iter()
+            .map(|p| ((p.arch.clone(), p.package.clone()), p.version.clone()))
+            .collect();
+        let changed = pins
+            .iter()
+            .filter(|p| old.get(&(p.arch.clone(), p.package.clone())) != Some(&p.version))
+            .count();
+        lines.push(format!(
+            "{name}: {} package(s) pinned, {changed} new or changed",
+            pins.len()
+        ));
+        if !dry_run {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {file}"))?;
+            write_atomic(&path, with_pins(&text, &pins, &file)?.as_bytes())?;
+        }
+    }
+    Ok(lines)
+}
+
+/// The recipe text with its `[[pins]]` replaced; the rest is kept as written.
+pub fn with_pins(text: &str, pins: &[Pin], file: &str) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().with_context(|| format!("parsing {file}"))?;
+    doc.remove("pins");
+    let mut arr = toml_edit::ArrayOfTables::new();
+    for p in pins {
+        let mut t = toml_edit::Table::new();
+        t["arch"] = toml_edit::value(p.arch.clone());
+        t["package"] = toml_edit::value(p.package.clone());
+        t["version"] = toml_edit::value(p.version.clone());
+        t["filename"] = toml_edit::value(p.filename.clone());
+        t["sha256"] = toml_edit::value(p.sha256.clone());
+        t["size"] = toml_edit::value(p.size as i64);
+        arr.push(t);
+    }
+    doc.insert("pins", toml_edit::Item::ArrayOfTables(arr));
+    Ok(doc.to_string())
+}
+
+/// Where `images build` puts its output by default.
+pub fn default_out() -> PathBuf {
+    PathBuf::from("out/images")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinning_replaces_pins_and_keeps_the_rest() {
+        let text = "# a comment the user wrote\ndescription = \"d\"\npackages = [\"a\"]\nentrypoint = [\"/a\"]\n\n[[pins]]\narch = \"amd64\"\npackage = \"old\"\nversion = \"0\"\nfilename = \"f\"\nsha256 = \"00\"\nsize = 1\n";
+        let pin = Pin {
+            arch: "arm64".into(),
+            package: "a".into(),
+            version: "1:2.0-1".into(),
+            filename: "pool/main/a/a/a_2.0-1_arm64.deb".into(),
+            sha256: "ab".repeat(32),
+            size: 42,
+        };
+        let out = with_pins(text, std::slice::from_ref(&pin), "t.toml").expect("pins");
+        assert!(out.starts_with("# a comment the user wrote\n"), "{out}");
+        assert!(!out.contains("old"), "{out}");
+        let r: Recipe = crate::error::parse_toml(&out, "t.toml").expect("parses");
+        assert_eq!(r.pins, vec![pin.clone()]);
+        assert_eq!(reference("a", &r, Arch::Arm64), "homecloud/a:1_2.0-1");
+        assert_eq!(reference("a", &r, Arch::Amd64), "homecloud/a:unpinned");
+    }
+}

@@ -1,0 +1,413 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Service images (issue 14): every recipe under images/containers builds
+//! from its pins for arm64 and amd64 on this host without emulation, the
+//! same inputs give the same digests, and each image's program starts in a
+//! container of a real dockerd (Debian's) and answers as its clients would
+//! ask it. The arm64 images run under qemu-user (binfmt).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hc_tests::dockerd::Dockerd;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn hc(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hc-image"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("running hc-image")
+}
+
+fn recipes() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(repo().join("images/containers"))
+        .expect("images/containers")
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "toml")
+                .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))?
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+struct Built {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    secs: f64,
+}
+
+/// Every recipe, both architectures, built once for this test binary.
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("images");
+        let t = Instant::now();
+        let o = hc(
+            &["images", "build", "--out", out.to_str().expect("utf-8")],
+            &[],
+        );
+        assert!(
+            o.status.success(),
+            "images build: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Built {
+            _dir: dir,
+            out,
+            secs: t.elapsed().as_secs_f64(),
+        }
+    })
+}
+
+fn summary(arch: &str) -> Vec<Value> {
+    let b = built();
+    let v: Value = serde_json::from_slice(
+        &std::fs::read(b.out.join(format!("images-{arch}.json"))).expect("summary"),
+    )
+    .expect("json");
+    v.as_array().expect("array").clone()
+}
+
+fn reference(arch: &str, name: &str) -> String {
+    summary(arch)
+        .iter()
+        .find(|i| i["name"] == name)
+        .and_then(|i| i["reference"].as_str())
+        .unwrap_or_else(|| panic!("{name} not built for {arch}"))
+        .to_string()
+}
+
+#[test]
+fn every_recipe_builds_for_both_arches_with_an_sbom() {
+    let b = built();
+    println!(
+        "BENCH images build (all recipes, both arches, warm deb cache or not): {:.1} s",
+        b.secs
+    );
+    for arch in ["amd64", "arm64"] {
+        let s = summary(arch);
+        let names: Vec<String> = s
+            .iter()
+            .map(|i| i["name"].as_str().expect("name").to_string())
+            .collect();
+        assert_eq!(names, recipes(), "{arch}");
+        let index: Value = serde_json::from_slice(
+            &std::fs::read(b.out.join(format!("oci-{arch}/index.json"))).expect("index"),
+        )
+        .expect("json");
+        let m = index["manifests"].as_array().expect("manifests");
+        assert_eq!(m.len(), names.len());
+        for (img, entry) in s.iter().zip(m) {
+            assert_eq!(img["manifest"], entry["digest"], "{img}");
+            assert_eq!(entry["platform"]["architecture"], arch);
+            // The SBOM names every package with its .deb's sha256.
+            let sbom: Value = serde_json::from_slice(
+                &std::fs::read(img["sbom"].as_str().expect("sbom")).expect("sbom file"),
+            )
+            .expect("sbom json");
+            assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+            let pkgs = sbom["packages"].as_array().expect("packages");
+            let debs = img["layers"].as_array().expect("layers").len() - 2;
+            assert_eq!(
+                pkgs.len(),
+                debs + 1,
+                "image + one entry per .deb: {}",
+                img["name"]
+            );
+            for p in &pkgs[1..] {
+                let sum = p["checksums"][0]["checksumValue"].as_str().expect("sha256");
+                assert_eq!(sum.len(), 64, "{p}");
+            }
+        }
+        // Shared layers are stored once: libc6 is in every image.
+        let blobs = std::fs::read_dir(b.out.join(format!("oci-{arch}/blobs/sha256")))
+            .expect("blobs")
+            .count();
+        let referenced: usize = s
+            .iter()
+            .map(|i| i["layers"].as_array().expect("l").len() + 2)
+            .sum();
+        assert!(
+            blobs < referenced,
+            "{blobs} blobs for {referenced} references: nothing shared"
+        );
+    }
+}
+
+#[test]
+fn same_pins_give_the_same_digests_from_an_empty_cache() {
+    let b = built();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = hc(
+        &[
+            "images",
+            "build",
+            "restic",
+            "--arch",
+            "arm64",
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ],
+        &[("HC_CACHE_DIR", cache.path())],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again: Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("images-arm64.json")).expect("summary"),
+    )
+    .expect("json");
+    let first = summary("arm64");
+    let first = first
+        .iter()
+        .find(|i| i["name"] == "restic")
+        .expect("restic");
+    assert_eq!(again[0]["manifest"], first["manifest"]);
+    assert_eq!(again[0]["layers"], first["layers"]);
+    let _ = b;
+}
+
+#[test]
+fn bad_recipes_and_names_exit_2_naming_the_key() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().join("images/containers");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let out = data.path().join("out");
+    let cases = [
+        ("user = \"ghost\"\n", "user"),
+        ("dirs = [{ path = \"var/x\" }]\n", "dirs[0].path"),
+        ("colour = \"blue\"\n", "colour"),
+        ("", "pins"),
+    ];
+    for (extra, key) in cases {
+        std::fs::write(
+            dir.join("x.toml"),
+            format!("description = \"t\"\npackages = [\"restic\"]\nentrypoint = [\"/usr/bin/restic\"]\n{extra}"),
+        )
+        .expect("write");
+        let o = hc(
+            &[
+                "images",
+                "build",
+                "x",
+                "--arch",
+                "amd64",
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+            &[("HC_DATA_DIR", data.path())],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(
+            err.contains("x.toml") && err.contains(key),
+            "{extra:?} should name {key}: {err}"
+        );
+        assert!(!out.join("oci-amd64").exists(), "nothing half written");
+    }
+    let o = hc(&["images", "build", "nosuch"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("restic"),
+        "lists the recipes"
+    );
+    let o = hc(&["images", "build", "restic", "--arch", "mips"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> Option<String>) -> String {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = f() {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{what} within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn curl(args: &[&str]) -> Option<String> {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The programs' own answers, asked the way their clients ask.
+#[test]
+fn each_image_program_starts_and_answers() {
+    let b = built();
+    let d = Dockerd::start().expect("dockerd");
+    for arch in ["amd64", "arm64"] {
+        let loaded = d
+            .load_layout(&b.out.join(format!("oci-{arch}")))
+            .expect("load");
+        for name in recipes() {
+            assert!(loaded.contains(&reference(arch, &name)), "{arch}: {loaded}");
+        }
+        let run = |name: &str, extra: &[&str]| -> String {
+            let r = reference(arch, name);
+            let mut args = vec!["run", "--rm", "--network", "none", "--platform"];
+            let platform = format!("linux/{arch}");
+            args.push(&platform);
+            args.push(&r);
+            args.extend_from_slice(extra);
+            d.run(&args)
+                .unwrap_or_else(|e| panic!("{arch} {name}: {e:#}"))
+        };
+        let v = run("restic", &[]);
+        assert!(
+            v.starts_with("restic 0.") && v.contains(&format!("linux/{arch}")),
+            "{v}"
+        );
+        let v = run("syncthing", &["--version"]);
+        assert!(
+            v.starts_with("syncthing v1.") && v.contains(&format!("linux-{arch}")),
+            "{v}"
+        );
+        // The image's program (entrypoint) under --version; the daemons
+        // themselves are started below on amd64, where they are quick.
+        let v = d
+            .run(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "/usr/bin/docker-registry",
+                &reference(arch, "registry"),
+                "--version",
+            ])
+            .expect("registry version");
+        assert!(v.contains("distribution"), "{v}");
+        let v = run("redis", &["--version"]);
+        assert!(v.starts_with("Redis server v="), "{v}");
+        if arch == "arm64" {
+            continue;
+        }
+        // Redis answers PING from its own client.
+        let redis = d
+            .run(&[
+                "run",
+                "-d",
+                "--network",
+                "host",
+                &reference(arch, "redis"),
+                "--port",
+                "16379",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .expect("redis")
+            .trim()
+            .to_string();
+        let pong = wait_for("redis PING", 30, || {
+            d.run(&["exec", &redis, "redis-cli", "-p", "16379", "PING"])
+                .ok()
+                .filter(|s| s.trim() == "PONG")
+        });
+        assert_eq!(pong.trim(), "PONG");
+        // Syncthing's REST API answers a ping with the key it was given.
+        d.run(&[
+            "run",
+            "-d",
+            "--network",
+            "host",
+            &reference(arch, "syncthing"),
+            "serve",
+            "--no-browser",
+            "--no-restart",
+            "--home=/var/lib/syncthing",
+            "--gui-address=127.0.0.1:18384",
+            "--gui-apikey=hc-test-key",
+        ])
+        .expect("syncthing");
+        let ping = wait_for("syncthing REST ping", 60, || {
+            curl(&[
+                "-H",
+                "X-API-Key: hc-test-key",
+                "http://127.0.0.1:18384/rest/system/ping",
+            ])
+        });
+        assert!(ping.contains("pong"), "{ping}");
+        // The registry with generated credentials: docker logs in, pushes an
+        // image and pulls it back by the digest the push reported.
+        let auth = tempfile::tempdir().expect("tempdir");
+        let hp = Command::new("htpasswd")
+            .args(["-Bbn", "family", "hc-test-pass"])
+            .output()
+            .expect("htpasswd (apache2-utils)");
+        assert!(hp.status.success());
+        std::fs::write(auth.path().join("htpasswd"), &hp.stdout).expect("htpasswd file");
+        let mount = format!(
+            "{}:/etc/docker/registry/htpasswd:ro",
+            auth.path().join("htpasswd").display()
+        );
+        d.run(&[
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "-e",
+            "REGISTRY_HTTP_ADDR=127.0.0.1:15000",
+            "-v",
+            &mount,
+            &reference(arch, "registry"),
+        ])
+        .expect("registry");
+        wait_for("registry /v2/ with credentials", 30, || {
+            curl(&[
+                "-f",
+                "-u",
+                "family:hc-test-pass",
+                "http://127.0.0.1:15000/v2/",
+            ])
+        });
+        assert!(
+            curl(&["-f", "http://127.0.0.1:15000/v2/"]).is_none(),
+            "anonymous access refused"
+        );
+        let mut login = d.cmd();
+        login.args([
+            "login",
+            "127.0.0.1:15000",
+            "-u",
+            "family",
+            "--password-stdin",
+        ]);
+        let out = hc_tests::run_with_stdin(&mut login, b"hc-test-pass").expect("docker login");
+        assert!(out.contains("Login Succeeded"), "{out}");
+        let pushed = "127.0.0.1:15000/family/restic:test";
+        d.run(&["tag", &reference(arch, "restic"), pushed])
+            .expect("tag");
+        let push = d.run(&["push", pushed]).expect("push");
+        let digest = push
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .unwrap_or_else(|| panic!("no digest in {push}"))
+            .to_string();
+        d.run(&["rmi", pushed]).expect("rmi");
+        let by_digest = format!("127.0.0.1:15000/family/restic@{digest}");
+        d.run(&["pull", &by_digest]).expect("pull by digest");
+        let v = d
+            .run(&["run", "--rm", "--network", "none", &by_digest])
+            .expect("run pulled");
+        assert!(v.starts_with("restic 0."), "{v}");
+    }
+}
