@@ -411,3 +411,32 @@ fn each_image_program_starts_and_answers() {
         assert!(v.starts_with("restic 0."), "{v}");
     }
 }
+
+/// The benchmark runs end to end and reports every figure it promises.
+#[test]
+fn bench_images_reports_cold_warm_and_bytes() {
+    let o = hc(&["bench", "images", "--arch", "amd64"], &[]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("BENCH images "))
+        .unwrap_or_else(|| panic!("no BENCH line in {text}"));
+    println!("{line}");
+    for key in [
+        "cold_s=",
+        "debs_cached_s=",
+        "warm_s=",
+        "warm_ratio=",
+        "layout_bytes=",
+        "zst_bytes=",
+    ] {
+        let v: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} missing: {line}"))
+            .parse()
+            .expect("a number");
+        assert!(v > 0.0, "{key} in {line}");
+    }
+}

@@ -186,6 +186,18 @@ pub enum BenchMode {
     Image(BenchImageArgs),
     /// Time `flash` against dd and bmaptool on one loop device
     Flash(crate::flash::cli::BenchFlashArgs),
+    /// Time building the service images cold and warm; their bytes
+    Images(BenchImagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchImagesArgs {
+    /// Debian architecture
+    #[arg(long, default_value = "arm64")]
+    pub arch: String,
+    /// Runs of each case; the median is printed
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
 }
 
 #[derive(Debug, Args)]

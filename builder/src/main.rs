@@ -138,6 +138,7 @@ fn run(cli: Cli) -> Result<()> {
         // Flash's benchmark lives with flash (it uses dev::bench's tree).
         Some(Cmd::Bench(a)) => match &a.mode {
             Some(BenchMode::Flash(f)) => hc_image::dev::flash_bench::run(f),
+            Some(BenchMode::Images(i)) => hc_image::dev::images_bench::run(i),
             _ => dev::bench::run(&a),
         },
         Some(Cmd::Qemu(QemuCmd::Run {

@@ -4,3 +4,4 @@
 
 pub mod bench;
 pub mod flash_bench;
+pub mod images_bench;
