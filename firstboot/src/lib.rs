@@ -16,6 +16,7 @@ pub mod host;
 pub mod identity;
 pub mod keepalived;
 pub mod rados;
+pub mod registry;
 pub mod secret;
 pub mod settings;
 pub mod timesync;
