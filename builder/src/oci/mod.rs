@@ -187,6 +187,7 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
     let sbom_dir = out.join("sbom");
     std::fs::create_dir_all(&sbom_dir)
         .with_context(|| format!("creating {}", sbom_dir.display()))?;
+    warm_layers(root, names, arch)?;
     let mut built = Vec::new();
     for name in names {
         let (r, path) = recipe::load(root, name)?;
@@ -309,6 +310,62 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
     let summary = out.join(format!("images-{}.json", arch.debian()));
     write_atomic(&summary, &serde_json::to_vec_pretty(&built)?)?;
     Ok(built)
+}
+
+/// Builds the layers of every package and wheel the images need into the
+/// cache, on every core: gzip of the larger .debs is most of a cold build.
+fn warm_layers(root: &Path, names: &[String], arch: Arch) -> Result<()> {
+    enum Job {
+        Deb(Pin, String, usize),
+        Wheel(recipe::WheelPin, recipe::PypiSpec, String),
+    }
+    let mut jobs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for name in names {
+        let (r, path) = recipe::load(root, name)?;
+        let file = path.display().to_string();
+        for (i, p) in r.pins.iter().enumerate() {
+            if p.arch == arch.debian() && seen.insert(p.sha256.clone()) {
+                jobs.push(Job::Deb(p.clone(), file.clone(), i));
+            }
+        }
+        if let (Some(spec), Some(w)) = (&r.pypi, r.wheel_for(arch)) {
+            jobs.push(Job::Wheel(w.clone(), spec.clone(), file.clone()));
+        }
+    }
+    // Biggest first, so the last job to finish is a small one.
+    jobs.sort_by_key(|j| {
+        std::cmp::Reverse(match j {
+            Job::Deb(p, ..) => p.size,
+            Job::Wheel(w, ..) => w.size,
+        })
+    });
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else {
+                            return Ok(());
+                        };
+                        match job {
+                            Job::Deb(p, file, i) => package_layer(p, file, *i).map(drop)?,
+                            Job::Wheel(w, spec, file) => wheel_layer(w, spec, file).map(drop)?,
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a layer worker panicked"))?
+        })
+    })
 }
 
 /// Every blob in the layout has the digest it is named by, and every
