@@ -296,6 +296,19 @@ fn each_image_program_starts_and_answers() {
             ])
             .expect("registry version");
         assert!(v.contains("distribution"), "{v}");
+        let v = d
+            .run(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "/usr/sbin/mariadbd",
+                &reference(arch, "mariadb"),
+                "--version",
+            ])
+            .expect("mariadbd --version");
+        assert!(v.contains("MariaDB") && v.contains("11."), "{v}");
         let v = run("redis", &["--version"]);
         assert!(v.starts_with("Redis server v="), "{v}");
         let v = run("traefik", &["version"]);
@@ -341,6 +354,27 @@ fn each_image_program_starts_and_answers() {
                 .filter(|s| s.trim() == "PONG")
         });
         assert_eq!(pong.trim(), "PONG");
+        // MariaDB: the first start creates the system tables, a query is
+        // answered over the socket, and a restart keeps the data.
+        let mdb = d
+            .run(&[
+                "run",
+                "-d",
+                "--network",
+                "none",
+                &reference(arch, "mariadb"),
+            ])
+            .expect("mariadb")
+            .trim()
+            .to_string();
+        let sql = |q: &str| d.run(&["exec", &mdb, "mariadb", "-N", "-e", q]).ok();
+        wait_for("mariadb answers", 90, || sql("SELECT 1"));
+        sql("CREATE DATABASE family; CREATE TABLE family.t (v INT); INSERT INTO family.t VALUES (42)").expect("write");
+        d.run(&["restart", &mdb]).expect("restart");
+        let v = wait_for("mariadb after a restart", 90, || {
+            sql("SELECT v FROM family.t")
+        });
+        assert_eq!(v.trim(), "42");
         // smbd starts as the image runs it and takes connections.
         d.run(&[
             "run",
