@@ -271,6 +271,17 @@ fn each_image_program_starts_and_answers() {
             d.run(&args)
                 .unwrap_or_else(|e| panic!("{arch} {name}: {e:#}"))
         };
+        // The base: a shell, Debian 13's os-release, zones and the CA bundle.
+        let v = run(
+            "base",
+            &["sh", "-c", "grep VERSION_ID /etc/os-release; test -s /usr/share/zoneinfo/Europe/Berlin && echo zones; grep -c BEGIN /etc/ssl/certs/ca-certificates.crt"],
+        );
+        let lines: Vec<&str> = v.lines().collect();
+        assert_eq!(lines[..2], ["VERSION_ID=\"13\"", "zones"], "{v}");
+        assert!(
+            lines[2].parse::<u32>().is_ok_and(|n| n > 100),
+            "certificates: {v}"
+        );
         let v = run("restic", &[]);
         assert!(
             v.starts_with("restic 0.") && v.contains(&format!("linux/{arch}")),
