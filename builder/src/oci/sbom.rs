@@ -25,7 +25,7 @@ pub fn document(
     created: &str,
     mirror: &str,
     pins: &[&Pin],
-    wheel: Option<(&PypiSpec, &WheelPin)>,
+    wheels: &[(&PypiSpec, &WheelPin)],
 ) -> Value {
     let image_id = "SPDXRef-Image".to_string();
     let mut packages = vec![json!({
@@ -63,7 +63,7 @@ pub fn document(
             "relatedSpdxElement": id,
         }));
     }
-    if let Some((spec, w)) = wheel {
+    for (spec, w) in wheels {
         let id = format!("SPDXRef-Wheel-{}", spdx_id(&spec.project));
         packages.push(json!({
             "name": spec.project,
