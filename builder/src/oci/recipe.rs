@@ -275,7 +275,7 @@ impl Recipe {
             }
         }
         for (i, p) in self.pypi.iter().enumerate() {
-            if p.install == !p.files.is_empty() {
+            if p.install != p.files.is_empty() {
                 return bad(
                     format!("pypi[{i}]"),
                     "needs either files or install = true".into(),

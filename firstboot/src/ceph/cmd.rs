@@ -2,6 +2,8 @@
 //! How the agent talks to Ceph: monitor commands through librados, and the
 //! ceph user's files and units.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::engine::{Ctx, Result};
@@ -10,11 +12,49 @@ use crate::host::units;
 /// A monitor command (the JSON `ceph --verbose` shows), through librados:
 /// the `ceph` CLI is Python, seconds of CPU per call on a small board.
 /// Connecting and each command are bounded, so a cluster without quorum
-/// never hangs the agent.
+/// never hangs the agent. A timeout is tried once more after a pause: a
+/// loaded monitor (an election, a one-vCPU guest at load 15) missed one
+/// minute's deadline and failed a whole first boot (CI, 2026-12-03).
 pub(super) fn mon_in(cx: &Ctx, cmd: &Value, inbuf: &[u8]) -> Result<Vec<u8>> {
-    cx.runner
-        .mon_command(&cx.root, &cmd.to_string(), inbuf)
-        .map_err(|e| format!("ceph {}: {e}", cmd["prefix"].as_str().unwrap_or("?")))
+    let text = cmd.to_string();
+    with_retry(
+        || cx.runner.mon_command(&cx.root, &text, inbuf),
+        &[RETRY_PAUSE],
+        std::thread::sleep,
+    )
+    .map_err(|e| format!("ceph {}: {e}", cmd["prefix"].as_str().unwrap_or("?")))
+}
+
+const RETRY_PAUSE: Duration = Duration::from_secs(10);
+
+/// Errors of a busy or absent monitor rather than of the command.
+fn transient(e: &str) -> bool {
+    [
+        "timed out",
+        "os error 110",
+        "not connected",
+        "Connection refused",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
+}
+
+/// `f`, tried again after each of `pauses` while it fails transiently.
+fn with_retry<T>(
+    mut f: impl FnMut() -> Result<T>,
+    pauses: &[Duration],
+    sleep: impl Fn(Duration),
+) -> Result<T> {
+    let mut pauses = pauses.iter();
+    loop {
+        match f() {
+            Err(e) if transient(&e) => match pauses.next() {
+                Some(p) => sleep(*p),
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
 }
 
 pub(super) fn mon(cx: &Ctx, cmd: Value) -> Result<Vec<u8>> {
@@ -48,4 +88,52 @@ pub(super) fn enable_now(cx: &Ctx, kind: &str, id: &str) -> Result<()> {
         &format!("ceph-{kind}.target"),
         &format!("ceph-{kind}@{id}.service"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_timeout_is_tried_again_and_a_refusal_is_not() {
+        let calls = Cell::new(0);
+        let slept = Cell::new(Duration::ZERO);
+        let sleep = |d| slept.set(slept.get() + d);
+        let r = with_retry(
+            || {
+                calls.set(calls.get() + 1);
+                if calls.get() == 1 {
+                    Err("Connection timed out (os error 110): timed out".to_string())
+                } else {
+                    Ok(7)
+                }
+            },
+            &[RETRY_PAUSE],
+            sleep,
+        );
+        assert_eq!((r, calls.get(), slept.get()), (Ok(7), 2, RETRY_PAUSE));
+        // Still timing out after the retries: the error comes back.
+        calls.set(0);
+        let r: Result<()> = with_retry(
+            || {
+                calls.set(calls.get() + 1);
+                Err("timed out".into())
+            },
+            &[RETRY_PAUSE],
+            sleep,
+        );
+        assert_eq!((r.is_err(), calls.get()), (true, 2));
+        // A command the monitors refuse is not repeated.
+        calls.set(0);
+        let r: Result<()> = with_retry(
+            || {
+                calls.set(calls.get() + 1);
+                Err("(22) Invalid argument".into())
+            },
+            &[RETRY_PAUSE],
+            sleep,
+        );
+        assert_eq!((r.is_err(), calls.get()), (true, 1));
+    }
 }
