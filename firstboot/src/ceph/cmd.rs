@@ -12,20 +12,31 @@ use crate::host::units;
 /// A monitor command (the JSON `ceph --verbose` shows), through librados:
 /// the `ceph` CLI is Python, seconds of CPU per call on a small board.
 /// Connecting and each command are bounded, so a cluster without quorum
-/// never hangs the agent. A timeout is tried once more after a pause: a
-/// loaded monitor (an election, a one-vCPU guest at load 15) missed one
-/// minute's deadline and failed a whole first boot (CI, 2026-12-03).
+/// never hangs the agent. During first boot a timeout is tried again after
+/// growing pauses (about 6 minutes in all): loaded monitors (elections,
+/// one-vCPU guests at load 15) missed one minute's deadline and failed the
+/// first boot of all three nodes of a CI run (2026-12-03). The daemon and
+/// `hc status` do not wait: their next tick or call is the retry.
 pub(super) fn mon_in(cx: &Ctx, cmd: &Value, inbuf: &[u8]) -> Result<Vec<u8>> {
     let text = cmd.to_string();
+    let pauses: &[Duration] = if cx.first_boot {
+        &FIRST_BOOT_PAUSES
+    } else {
+        &[]
+    };
     with_retry(
         || cx.runner.mon_command(&cx.root, &text, inbuf),
-        &[RETRY_PAUSE],
+        pauses,
         std::thread::sleep,
     )
     .map_err(|e| format!("ceph {}: {e}", cmd["prefix"].as_str().unwrap_or("?")))
 }
 
-const RETRY_PAUSE: Duration = Duration::from_secs(10);
+const FIRST_BOOT_PAUSES: [Duration; 3] = [
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
 
 /// Errors of a busy or absent monitor rather than of the command.
 fn transient(e: &str) -> bool {
@@ -109,10 +120,13 @@ mod tests {
                     Ok(7)
                 }
             },
-            &[RETRY_PAUSE],
+            &FIRST_BOOT_PAUSES,
             sleep,
         );
-        assert_eq!((r, calls.get(), slept.get()), (Ok(7), 2, RETRY_PAUSE));
+        assert_eq!(
+            (r, calls.get(), slept.get()),
+            (Ok(7), 2, FIRST_BOOT_PAUSES[0])
+        );
         // Still timing out after the retries: the error comes back.
         calls.set(0);
         let r: Result<()> = with_retry(
@@ -120,10 +134,10 @@ mod tests {
                 calls.set(calls.get() + 1);
                 Err("timed out".into())
             },
-            &[RETRY_PAUSE],
+            &FIRST_BOOT_PAUSES,
             sleep,
         );
-        assert_eq!((r.is_err(), calls.get()), (true, 2));
+        assert_eq!((r.is_err(), calls.get()), (true, 4));
         // A command the monitors refuse is not repeated.
         calls.set(0);
         let r: Result<()> = with_retry(
@@ -131,7 +145,7 @@ mod tests {
                 calls.set(calls.get() + 1);
                 Err("(22) Invalid argument".into())
             },
-            &[RETRY_PAUSE],
+            &FIRST_BOOT_PAUSES,
             sleep,
         );
         assert_eq!((r.is_err(), calls.get()), (true, 1));

@@ -26,6 +26,9 @@ pub struct Ctx<'a> {
     pub root: PathBuf,
     pub runner: &'a dyn Runner,
     pub config: HomecloudConfig,
+    /// First boot, not the daemon or `hc status`: worth waiting out a busy
+    /// cluster rather than failing the run.
+    pub first_boot: bool,
     secret: std::result::Result<ClusterSecret, String>,
 }
 
@@ -35,6 +38,7 @@ impl<'a> Ctx<'a> {
             root: root.to_path_buf(),
             runner,
             config,
+            first_boot: false,
             secret: ClusterSecret::load(root),
         }
     }
@@ -50,6 +54,7 @@ impl<'a> Ctx<'a> {
             root: root.to_path_buf(),
             runner,
             config,
+            first_boot: false,
             secret: Ok(secret),
         }
     }
@@ -173,7 +178,8 @@ pub fn run_steps(
         }
     };
     save(&state, root)?;
-    let cx = Ctx::new(root, runner, config);
+    let mut cx = Ctx::new(root, runner, config);
+    cx.first_boot = true;
     for (i, step) in steps.iter().enumerate() {
         let name = step.name();
         if complete {
