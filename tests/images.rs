@@ -264,16 +264,20 @@ fn each_image_program_starts_and_answers() {
         for name in recipes() {
             assert!(loaded.contains(&reference(arch, &name)), "{arch}: {loaded}");
         }
-        let run = |name: &str, extra: &[&str]| -> String {
+        // `docker run` of an image of this arch, optionally another program of it.
+        let run_with = |entrypoint: Option<&str>, name: &str, extra: &[&str]| -> String {
             let r = reference(arch, name);
-            let mut args = vec!["run", "--rm", "--network", "none", "--platform"];
             let platform = format!("linux/{arch}");
-            args.push(&platform);
+            let mut args = vec!["run", "--rm", "--network", "none", "--platform", &platform];
+            if let Some(e) = entrypoint {
+                args.extend_from_slice(&["--entrypoint", e]);
+            }
             args.push(&r);
             args.extend_from_slice(extra);
             d.run(&args)
                 .unwrap_or_else(|e| panic!("{arch} {name}: {e:#}"))
         };
+        let run = |name: &str, extra: &[&str]| run_with(None, name, extra);
         // The base: a shell, Debian 13's os-release, zones and the CA bundle.
         let v = run(
             "base",
@@ -287,13 +291,8 @@ fn each_image_program_starts_and_answers() {
         );
         // calibre-web's Python: Debian's packages and the four wheels,
         // compiled ones for this CPU, all import.
-        let v = d
-            .run(&[
-                "run", "--rm", "--network", "none", "--entrypoint", "/usr/bin/python3",
-                &reference(arch, "calibre-web"), "-c",
-                "import calibreweb, flask_babel, pypdf, nh3, netifaces, lxml, sqlalchemy; print('imports ok')",
-            ])
-            .expect("calibre-web imports");
+        let v = run_with(Some("/usr/bin/python3"), "calibre-web", &["-c",
+                "import calibreweb, flask_babel, pypdf, nh3, netifaces, lxml, sqlalchemy; print('imports ok')"]);
         assert_eq!(v.trim(), "imports ok");
         let v = run("restic", &[]);
         assert!(
@@ -307,31 +306,9 @@ fn each_image_program_starts_and_answers() {
         );
         // The image's program (entrypoint) under --version; the daemons
         // themselves are started below on amd64, where they are quick.
-        let v = d
-            .run(&[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--entrypoint",
-                "/usr/bin/docker-registry",
-                &reference(arch, "registry"),
-                "--version",
-            ])
-            .expect("registry version");
+        let v = run_with(Some("/usr/bin/docker-registry"), "registry", &["--version"]);
         assert!(v.contains("distribution"), "{v}");
-        let v = d
-            .run(&[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--entrypoint",
-                "/usr/sbin/mariadbd",
-                &reference(arch, "mariadb"),
-                "--version",
-            ])
-            .expect("mariadbd --version");
+        let v = run_with(Some("/usr/sbin/mariadbd"), "mariadb", &["--version"]);
         assert!(v.contains("MariaDB") && v.contains("11."), "{v}");
         let v = run("redis", &["--version"]);
         assert!(v.starts_with("Redis server v="), "{v}");
@@ -340,18 +317,7 @@ fn each_image_program_starts_and_answers() {
             v.contains("Version:") && v.contains(&format!("linux/{arch}")),
             "{v}"
         );
-        let v = d
-            .run(&[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--entrypoint",
-                "/usr/sbin/smbd",
-                &reference(arch, "samba"),
-                "-b",
-            ])
-            .expect("smbd -b");
+        let v = run_with(Some("/usr/sbin/smbd"), "samba", &["-b"]);
         assert!(v.contains("CONFIGFILE: /etc/samba/smb.conf"), "{v}");
         if arch == "arm64" {
             continue;
