@@ -7,6 +7,7 @@
 //! layout that `docker load` and registries read, `sbom` lists what is in
 //! each image. No emulation: an arm64 image builds as fast as an amd64 one.
 
+mod fetch;
 pub mod layer;
 pub mod layout;
 pub mod pypi;
@@ -27,6 +28,7 @@ use crate::error::InputError;
 use crate::io::{sha256_hex, write_atomic};
 use crate::spec::Arch;
 use layer::Layer;
+pub use recipe::ARCHES;
 use recipe::{Pin, Recipe};
 
 /// The pinned .deb, from the cache when its hash matches.
@@ -34,17 +36,13 @@ fn fetch_pinned(p: &Pin, file: &str, i: usize) -> Result<Vec<u8>> {
     let cached = cache_dir()
         .join("debs/sha256")
         .join(format!("{}.deb", p.sha256));
-    if let Ok(data) = std::fs::read(&cached) {
-        if sha256_hex(&data) == p.sha256 {
-            return Ok(data);
-        }
-    }
     let url = format!("{}/{}", mirror(), p.filename);
-    tracing::info!("fetching {url}");
-    let data = match http_get(&url)? {
-        Fetched::Body(d) => d,
-        Fetched::NotFound => {
-            return Err(InputError::new(
+    fetch::verified(
+        &cached,
+        &url,
+        &p.sha256,
+        || {
+            InputError::new(
                 file,
                 format!("pins[{i}].version"),
                 format!(
@@ -53,23 +51,16 @@ fn fetch_pinned(p: &Pin, file: &str, i: usize) -> Result<Vec<u8>> {
                 ),
                 "run `hc-image images pin NAME` to pin the suite's current packages",
             )
-            .into())
-        }
-    };
-    let got = sha256_hex(&data);
-    if got != p.sha256 {
-        return Err(InputError::new(
-            file,
-            format!("pins[{i}].sha256"),
-            format!("{url} has sha256 {got}, the pin says {}", p.sha256),
-            "check the mirror (HC_DEBIAN_MIRROR); if the package was rebuilt, re-pin with `hc-image images pin NAME`",
-        )
-        .into());
-    }
-    let dir = cached.parent().context("cache path")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomic(&cached, &data)?;
-    Ok(data)
+        },
+        |got| {
+            InputError::new(
+                file,
+                format!("pins[{i}].sha256"),
+                format!("{url} has sha256 {got}, the pin says {}", p.sha256),
+                "check the mirror (HC_DEBIAN_MIRROR); if the package was rebuilt, re-pin with `hc-image images pin NAME`",
+            )
+        },
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -491,8 +482,6 @@ fn index(suite: &str, arch: Arch) -> Result<resolve::Index> {
         .with_context(|| format!("decompressing {url}"))?;
     Ok(resolve::Index::parse(&text))
 }
-
-pub const ARCHES: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
 
 /// Re-pins each recipe of `names` to the suite's current closure; returns
 /// a line per recipe that changed. Indexes are read once per suite and arch.

@@ -12,7 +12,6 @@ use super::layer::{self, Layer};
 use super::recipe::{parse_mode, PypiSpec, WheelPin};
 use crate::blobs::{cache_dir, http_get, Fetched};
 use crate::error::InputError;
-use crate::io::{sha256_hex, write_atomic};
 use crate::spec::Arch;
 
 /// `HC_PYPI`, else pypi.org.
@@ -113,7 +112,7 @@ pub fn resolve(spec: &PypiSpec, file: &str, i: usize) -> Result<(Vec<WheelPin>, 
         .into());
     };
     let mut pins = Vec::new();
-    for arch in super::ARCHES {
+    for arch in super::recipe::ARCHES {
         match pick(files, &url, arch) {
             Some(mut p) => {
                 p.project = project.clone();
@@ -140,38 +139,27 @@ pub fn resolve(spec: &PypiSpec, file: &str, i: usize) -> Result<(Vec<WheelPin>, 
 /// The pinned wheel, from the cache when its hash matches.
 pub fn fetch(p: &WheelPin, file: &str) -> Result<Vec<u8>> {
     let cached = cache_dir().join("wheels").join(format!("{}.whl", p.sha256));
-    if let Ok(data) = std::fs::read(&cached) {
-        if sha256_hex(&data) == p.sha256 {
-            return Ok(data);
-        }
-    }
-    tracing::info!("fetching {}", p.url);
-    let data = match http_get(&p.url)? {
-        Fetched::Body(d) => d,
-        Fetched::NotFound => {
-            return Err(InputError::new(
+    super::fetch::verified(
+        &cached,
+        &p.url,
+        &p.sha256,
+        || {
+            InputError::new(
                 file,
                 "wheel_pins.url",
                 format!("{} is gone", p.url),
                 "re-pin with `hc-image images pin NAME`",
             )
-            .into())
-        }
-    };
-    let got = sha256_hex(&data);
-    if got != p.sha256 {
-        return Err(InputError::new(
-            file,
-            "wheel_pins.sha256",
-            format!("{} has sha256 {got}, the pin says {}", p.url, p.sha256),
-            "check HC_PYPI; if the project re-released the file, re-pin with `hc-image images pin NAME`",
-        )
-        .into());
-    }
-    let dir = cached.parent().context("cache path")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomic(&cached, &data)?;
-    Ok(data)
+        },
+        |got| {
+            InputError::new(
+                file,
+                "wheel_pins.sha256",
+                format!("{} has sha256 {got}, the pin says {}", p.url, p.sha256),
+                "check HC_PYPI; if the project re-released the file, re-pin with `hc-image images pin NAME`",
+            )
+        },
+    )
 }
 
 /// Where an installed wheel's file goes: the package and its dist-info into

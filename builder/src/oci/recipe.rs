@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{parse_toml, InputError};
 use crate::spec::Arch;
 
+/// The architectures every recipe is pinned and built for.
+pub const ARCHES: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
