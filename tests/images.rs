@@ -190,6 +190,12 @@ fn bad_recipes_and_names_exit_2_naming_the_key() {
         ("dirs = [{ path = \"var/x\" }]\n", "dirs[0].path"),
         ("colour = \"blue\"\n", "colour"),
         ("", "pins"),
+        // An upstream image is used as it is: packages beside it are refused.
+        ("upstream = \"127.0.0.1:1/a/b:1\"\n", "packages"),
+        (
+            "[[upstream_pins]]\narch = \"amd64\"\ndigest = \"sha256:00\"\nsize = 1\n",
+            "upstream_pins",
+        ),
     ];
     for (extra, key) in cases {
         std::fs::write(
@@ -499,7 +505,123 @@ fn each_image_program_starts_and_answers() {
             .run(&["run", "--rm", "--network", "none", &by_digest])
             .expect("run pulled");
         assert!(v.starts_with("restic 0."), "{v}");
+        upstream_images_are_pinned_and_pulled_by_digest(&d, &digest);
     }
+}
+
+/// The online path (issue 14): an upstream recipe is pinned from, and
+/// pulled by digest out of, the registry above (docker login's
+/// credentials); the digest survives into the layout; a wrong digest, an
+/// unknown tag and an unreachable registry exit 2; a pulled image rebuilds
+/// offline from the cache and not without it.
+fn upstream_images_are_pinned_and_pulled_by_digest(d: &Dockerd, digest: &str) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let out = data.path().join("out");
+    let recipe = data.path().join("images/containers/up.toml");
+    std::fs::create_dir_all(recipe.parent().expect("dir")).expect("mkdir");
+    let write = |image: &str, pins: &str| {
+        std::fs::write(
+            &recipe,
+            format!("description = \"restic, pushed by the test\"\nupstream = \"{image}\"\n{pins}"),
+        )
+        .expect("recipe")
+    };
+    let client = d.dir.path().join("client");
+    let env = |cache: &Path| -> Vec<(&str, PathBuf)> {
+        vec![
+            ("HC_DATA_DIR", data.path().to_path_buf()),
+            ("HC_CACHE_DIR", cache.to_path_buf()),
+            ("DOCKER_CONFIG", client.clone()),
+        ]
+    };
+    let run = |args: &[&str], cache: &Path| {
+        let e = env(cache);
+        let e: Vec<(&str, &Path)> = e.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        hc(args, &e)
+    };
+    let outs = out.to_str().expect("utf-8");
+    let build = ["images", "build", "up", "--arch", "amd64", "--out", outs];
+    write("127.0.0.1:15000/family/restic:test", "");
+    let o = run(&["images", "pin", "up"], cache.path());
+    assert!(
+        o.status.success(),
+        "pin: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(&recipe).expect("recipe");
+    assert!(
+        text.contains(digest) && text.contains("arch = \"amd64\""),
+        "{text}"
+    );
+    let o = run(&build, cache.path());
+    assert!(
+        o.status.success(),
+        "build: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: Value =
+        serde_json::from_slice(&std::fs::read(out.join("images-amd64.json")).expect("summary"))
+            .expect("json");
+    assert_eq!(s[0]["manifest"], digest, "the upstream digest is kept");
+    let loaded = d.load_layout(&out.join("oci-amd64")).expect("load");
+    assert!(loaded.contains("homecloud/up:test"), "{loaded}");
+    let v = d
+        .run(&["run", "--rm", "--network", "none", "homecloud/up:test"])
+        .expect("run");
+    assert!(v.starts_with("restic 0."), "{v}");
+    let refuse = |o: Output, words: &[&str]| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        for w in words {
+            assert!(err.contains(w), "{w:?} in {err}");
+        }
+    };
+    // The same pin rebuilds with the registry gone, from the cache...
+    let pins = text
+        .split_once("[[upstream_pins]]")
+        .map(|(_, p)| format!("[[upstream_pins]]{p}"))
+        .expect("pins");
+    write("127.0.0.1:1/family/restic:test", &pins);
+    let o = run(&build, cache.path());
+    assert!(
+        o.status.success(),
+        "offline rebuild: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // ...and not from an empty one: the service, the image and the fix.
+    let empty = tempfile::tempdir().expect("tempdir");
+    refuse(
+        run(&build, empty.path()),
+        &[
+            "up.toml",
+            "127.0.0.1:1/family/restic",
+            "cannot reach",
+            "build once while online",
+        ],
+    );
+    refuse(
+        run(&["images", "pin", "up"], empty.path()),
+        &["up.toml", "cannot reach"],
+    );
+    // An unknown tag, and a digest the registry does not have.
+    write("127.0.0.1:15000/family/restic:nosuch", "");
+    refuse(
+        run(&["images", "pin", "up"], empty.path()),
+        &["upstream", "does not exist"],
+    );
+    let zero = format!("sha256:{}", "0".repeat(64));
+    write(
+        "127.0.0.1:15000/family/restic:test",
+        &pins.replace(digest, &zero),
+    );
+    refuse(
+        run(&build, empty.path()),
+        &["upstream_pins[0].digest", "does not exist"],
+    );
+    // A digest with the tag is refused: the digest is what pin writes.
+    write(&format!("127.0.0.1:15000/family/restic:test@{digest}"), "");
+    refuse(run(&build, empty.path()), &["upstream", "carries a digest"]);
 }
 
 /// The benchmark runs end to end and reports every figure it promises.

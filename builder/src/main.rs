@@ -249,7 +249,7 @@ fn images(dirs: &spec::DataDirs, cmd: Option<ImagesCmd>) -> Result<()> {
                 let (r, _) = oci::recipe::load(&dirs.root, &name)?;
                 let pinned: Vec<String> = oci::ARCHES
                     .iter()
-                    .map(|a| format!("{} {}", a.debian(), r.pins_for(*a).len()))
+                    .map(|a| format!("{} {}", a.debian(), r.pinned(*a)))
                     .collect();
                 println!(
                     "{:<12} {:<40} pins: {}  {}",

@@ -106,15 +106,74 @@ impl Layout {
         });
         let m_bytes = serde_json::to_vec(&manifest)?;
         let m_digest = self.put(&m_bytes)?;
+        let layer_digests: Vec<String> = layers.iter().map(|(l, _)| l.digest.clone()).collect();
+        self.name(
+            reference,
+            arch,
+            MANIFEST,
+            &m_digest,
+            m_bytes.len(),
+            &cfg_digest,
+            &layer_digests,
+        );
+        Ok(Written {
+            manifest: format!("sha256:{m_digest}"),
+            config: format!("sha256:{cfg_digest}"),
+            manifest_size: m_bytes.len(),
+        })
+    }
+
+    /// Adds an image pulled from elsewhere, its manifest kept byte for byte
+    /// so its digest stays the upstream one.
+    pub fn add_pulled(
+        &mut self,
+        reference: &str,
+        arch: Arch,
+        p: &super::upstream::Pulled,
+    ) -> Result<Written> {
+        let cfg_digest = self.put(&p.config)?;
+        let mut layer_digests = Vec::new();
+        for (_, _, data) in &p.layers {
+            layer_digests.push(self.put(data)?);
+        }
+        let m_digest = self.put(&p.manifest)?;
+        self.name(
+            reference,
+            arch,
+            &p.media_type,
+            &m_digest,
+            p.manifest.len(),
+            &cfg_digest,
+            &layer_digests,
+        );
+        Ok(Written {
+            manifest: format!("sha256:{m_digest}"),
+            config: format!("sha256:{cfg_digest}"),
+            manifest_size: p.manifest.len(),
+        })
+    }
+
+    /// The image's entries in `index.json` and Docker's `manifest.json`.
+    #[allow(clippy::too_many_arguments)]
+    fn name(
+        &mut self,
+        reference: &str,
+        arch: Arch,
+        media_type: &str,
+        m_digest: &str,
+        m_size: usize,
+        cfg_digest: &str,
+        layers: &[String],
+    ) {
         let mut platform = json!({"architecture": arch.debian(), "os": "linux"});
         if arch == Arch::Arm64 {
             platform["variant"] = json!("v8");
         }
         let tag = reference.rsplit_once(':').map_or("latest", |(_, t)| t);
         self.index.push(json!({
-            "mediaType": MANIFEST,
+            "mediaType": media_type,
             "digest": format!("sha256:{m_digest}"),
-            "size": m_bytes.len(),
+            "size": m_size,
             "platform": platform,
             "annotations": {
                 "io.containerd.image.name": reference,
@@ -124,13 +183,8 @@ impl Layout {
         self.docker.push(json!({
             "Config": format!("blobs/sha256/{cfg_digest}"),
             "RepoTags": [reference],
-            "Layers": layers.iter().map(|(l, _)| format!("blobs/sha256/{}", l.digest)).collect::<Vec<_>>(),
+            "Layers": layers.iter().map(|d| format!("blobs/sha256/{d}")).collect::<Vec<_>>(),
         }));
-        Ok(Written {
-            manifest: format!("sha256:{m_digest}"),
-            config: format!("sha256:{cfg_digest}"),
-            manifest_size: m_bytes.len(),
-        })
     }
 
     /// Writes `index.json`, `manifest.json` and `oci-layout` last: a layout

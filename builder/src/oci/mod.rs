@@ -14,6 +14,7 @@ pub mod pypi;
 pub mod recipe;
 pub mod resolve;
 pub mod sbom;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -190,7 +191,13 @@ pub struct BuiltLayer {
 /// `homecloud/NAME:VERSION`: the wheel's release, else the version of the
 /// recipe's first package (tag-safe).
 pub fn reference(name: &str, r: &Recipe, arch: Arch) -> String {
+    let upstream_tag = r
+        .upstream
+        .as_deref()
+        .and_then(|u| u.parse::<oci_client::Reference>().ok())
+        .map(|u| u.tag().unwrap_or("latest").to_string());
     let v = match r.pypi.first() {
+        _ if upstream_tag.is_some() => upstream_tag,
         Some(p) => Some(p.version.clone()),
         None => r
             .pins_for(arch)
@@ -232,6 +239,12 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
     for name in names {
         let (r, path) = recipe::load(root, name)?;
         let file = path.display().to_string();
+        if let Some(image) = &r.upstream {
+            built.push(add_upstream(
+                &mut lay, name, &r, image, arch, &file, &sbom_dir,
+            )?);
+            continue;
+        }
         let pins = r.pins_for(arch);
         if pins.is_empty() {
             return Err(InputError::new(
@@ -366,6 +379,64 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
     Ok(built)
 }
 
+/// An upstream image, pulled by its pinned digest into the layout. Its
+/// SBOM names the image only: what is inside was not built here.
+fn add_upstream(
+    lay: &mut layout::Layout,
+    name: &str,
+    r: &Recipe,
+    image: &str,
+    arch: Arch,
+    file: &str,
+    sbom_dir: &Path,
+) -> Result<Built> {
+    let Some((i, pin)) = r
+        .upstream_pins
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.arch == arch.debian())
+    else {
+        return Err(InputError::new(
+            file,
+            "upstream_pins",
+            format!("{image} is not pinned for {}", arch.debian()),
+            format!("run `hc-image images pin {name}` (while the registry is reachable)"),
+        )
+        .into());
+    };
+    let pulled = upstream::pull(image, pin, arch, file, i)?;
+    let reference = reference(name, r, arch);
+    let w = lay.add_pulled(&reference, arch, &pulled)?;
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&pulled.config).with_context(|| format!("{image}: image config"))?;
+    let created = cfg["created"].as_str().unwrap_or("1970-01-01T00:00:00Z");
+    let mut doc = sbom::document(&reference, &w.manifest, created, &mirror(), &[], &[]);
+    doc["packages"][0]["downloadLocation"] = json!(format!("{image}@{}", pin.digest));
+    doc["packages"][0]["comment"] =
+        json!("pulled by digest; the image was built elsewhere and its contents are not listed");
+    let sbom_path = sbom_dir.join(format!("{name}-{}.spdx.json", arch.debian()));
+    write_atomic(&sbom_path, &serde_json::to_vec_pretty(&doc)?)?;
+    Ok(Built {
+        name: name.to_string(),
+        arch: arch.debian().into(),
+        reference,
+        manifest: w.manifest,
+        config: w.config,
+        layers: pulled
+            .layers
+            .iter()
+            .map(|(d, media, data)| BuiltLayer {
+                what: format!("upstream {media}"),
+                digest: d.clone(),
+                size: data.len(),
+            })
+            .collect(),
+        packages: 0,
+        wheels: 0,
+        sbom: sbom_path.display().to_string(),
+    })
+}
+
 /// Builds the layers of every package and wheel the images need into the
 /// cache, on every core: gzip of the larger .debs is most of a cold build.
 fn warm_layers(root: &Path, names: &[String], arch: Arch) -> Result<()> {
@@ -491,6 +562,24 @@ pub fn pin(root: &Path, names: &[String], dry_run: bool) -> Result<Vec<String>> 
     for name in names {
         let (r, path) = recipe::load(root, name)?;
         let file = path.display().to_string();
+        if let Some(image) = &r.upstream {
+            let pins = upstream::pin(image, &file)?;
+            if pins != r.upstream_pins {
+                lines.push(format!(
+                    "{name}: {image} pinned for {}",
+                    pins.iter()
+                        .map(|p| format!("{} {}", p.arch, p.digest))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                if !dry_run {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {file}"))?;
+                    write_atomic(&path, with_upstream_pins(&text, &pins, &file)?.as_bytes())?;
+                }
+            }
+            continue;
+        }
         let mut pins = Vec::new();
         for arch in ARCHES {
             let key = (r.suite.clone(), arch.debian());
@@ -593,6 +682,23 @@ pub fn with_wheels(text: &str, wheels: &[recipe::WheelPin], file: &str) -> Resul
         arr.push(t);
     }
     doc.insert("wheel_pins", toml_edit::Item::ArrayOfTables(arr));
+    Ok(doc.to_string())
+}
+
+/// The recipe text with `[[upstream_pins]]` replaced.
+pub fn with_upstream_pins(text: &str, pins: &[recipe::UpstreamPin], file: &str) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().with_context(|| format!("parsing {file}"))?;
+    doc.remove("upstream_pins");
+    let mut arr = toml_edit::ArrayOfTables::new();
+    for p in pins {
+        let mut t = toml_edit::Table::new();
+        t["arch"] = toml_edit::value(p.arch.clone());
+        t["digest"] = toml_edit::value(p.digest.clone());
+        t["size"] = toml_edit::value(p.size as i64);
+        arr.push(t);
+    }
+    doc.insert("upstream_pins", toml_edit::Item::ArrayOfTables(arr));
     Ok(doc.to_string())
 }
 

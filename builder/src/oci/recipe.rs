@@ -26,11 +26,13 @@ pub struct Recipe {
     #[serde(default = "trixie")]
     pub suite: String,
     /// Packages asked for; their dependencies are pinned too.
+    #[serde(default)]
     pub packages: Vec<String>,
     /// Dependencies the program never uses at run time (debconf, adduser):
     /// left out of the closure together with what only they pull in.
     #[serde(default)]
     pub exclude: Vec<String>,
+    #[serde(default)]
     pub entrypoint: Vec<String>,
     #[serde(default)]
     pub cmd: Vec<String>,
@@ -67,6 +69,21 @@ pub struct Recipe {
     /// The wheel of each `pypi` entry per architecture, written by `images pin`.
     #[serde(default)]
     pub wheel_pins: Vec<WheelPin>,
+    /// An image built elsewhere, `registry/repository:tag`, used as it is
+    /// instead of packages.
+    pub upstream: Option<String>,
+    /// Its manifest digest per architecture, written by `images pin`.
+    #[serde(default)]
+    pub upstream_pins: Vec<UpstreamPin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamPin {
+    pub arch: String,
+    /// "sha256:..." of the architecture's manifest.
+    pub digest: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -196,6 +213,54 @@ impl Recipe {
         let bad = |key: String, problem: String, fix: &str| {
             Err(InputError::new(file, key, problem, fix.to_string()))
         };
+        if let Some(image) = &self.upstream {
+            super::upstream::parse(image, file)?;
+            let building = [
+                ("packages", self.packages.is_empty()),
+                ("exclude", self.exclude.is_empty()),
+                ("entrypoint", self.entrypoint.is_empty()),
+                ("cmd", self.cmd.is_empty()),
+                ("env", self.env.is_empty()),
+                ("ports", self.ports.is_empty()),
+                ("volumes", self.volumes.is_empty()),
+                ("users", self.users.is_empty()),
+                ("dirs", self.dirs.is_empty()),
+                ("links", self.links.is_empty()),
+                ("files", self.files.is_empty()),
+                ("pypi", self.pypi.is_empty()),
+                ("pins", self.pins.is_empty()),
+                ("ca_bundle", !self.ca_bundle),
+                ("user", self.user == "root"),
+                ("workdir", self.workdir == "/"),
+                ("suite", self.suite == "trixie"),
+                ("wheel_pins", self.wheel_pins.is_empty()),
+            ];
+            if let Some((key, _)) = building.iter().find(|(_, empty)| !empty) {
+                return bad(
+                    key.to_string(),
+                    "set together with upstream: an upstream image is used as it is".into(),
+                    "remove the key, or remove upstream to build the image from packages",
+                );
+            }
+            for (i, p) in self.upstream_pins.iter().enumerate() {
+                let hex = p.digest.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return bad(
+                        format!("upstream_pins[{i}].digest"),
+                        format!("{:?} is not a sha256 digest", p.digest),
+                        "write \"sha256:\" and 64 hex digits, or re-pin with `hc-image images pin NAME`",
+                    );
+                }
+            }
+            return Ok(());
+        }
+        if !self.upstream_pins.is_empty() {
+            return bad(
+                "upstream_pins".into(),
+                "set without upstream".into(),
+                "remove [[upstream_pins]], or name the image in upstream",
+            );
+        }
         if self.packages.is_empty() {
             return bad(
                 "packages".into(),
@@ -318,6 +383,18 @@ impl Recipe {
         self.wheel_pins
             .iter()
             .find(|p| p.arch == arch.debian() && p.project == project)
+    }
+
+    /// How many pins (packages, or the upstream manifest) `arch` has.
+    pub fn pinned(&self, arch: Arch) -> usize {
+        if self.upstream.is_some() {
+            self.upstream_pins
+                .iter()
+                .filter(|p| p.arch == arch.debian())
+                .count()
+        } else {
+            self.pins_for(arch).len()
+        }
     }
 
     /// The pins of one architecture, in file order.
