@@ -706,6 +706,142 @@ fn firewall(lan: &Lan, client: &LanHost, nodes: &[Node]) {
     ok(lan, &nodes[0], "docker service rm hc-web >/dev/null");
 }
 
+/// `127.0.0.1:5000/homecloud/NAME@sha256:...` of a carried image, from the
+/// summary the builder put beside the layout.
+fn carried(lan: &Lan, n: &Node, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(lan, n, "cat /usr/share/hc-image/images/images.json"))
+            .expect("images.json");
+    let img = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not carried: {v}"));
+    let repo = img["reference"]
+        .as_str()
+        .and_then(|r| r.rsplit_once(':'))
+        .map(|(r, _)| r.to_string())
+        .expect("reference");
+    format!(
+        "127.0.0.1:5000/{repo}@{}",
+        img["manifest"].as_str().expect("digest")
+    )
+}
+
+/// Issue 14: every node's registry serves the carried images; a global
+/// service of one runs on all three, each node pulling by digest from its
+/// own registry (no route to anything but the LAN).
+fn registry_global(lan: &Lan, nodes: &[Node]) {
+    let t = Instant::now();
+    let base = carried(lan, &nodes[0], "base");
+    ok(
+        lan,
+        &nodes[0],
+        &format!("docker service create --detach --quiet --no-resolve-image --mode global --name hc-global {base} sleep 100000"),
+    );
+    loop {
+        let running = ok(
+            lan,
+            &nodes[0],
+            "docker service ps hc-global --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'",
+        );
+        if running.lines().filter(|l| l.contains(" Running")).count() == 3 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "the global service is not running on all three: {running}\n{}",
+            ok(lan, &nodes[0], "docker service ps --no-trunc hc-global")
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    for n in nodes {
+        let d = ok(
+            lan,
+            n,
+            &format!("docker image inspect --format '{{{{json .RepoDigests}}}}' {base}"),
+        );
+        assert!(d.contains(&base), "node{}: {d}", n.k + 1);
+    }
+    eprintln!(
+        "BENCH global service of a carried image running on all three {:.0}s after create",
+        t.elapsed().as_secs_f64()
+    );
+    ok(lan, &nodes[0], "docker service rm hc-global >/dev/null");
+}
+
+/// Issue 14: a replicated service placed on node `h` (by a label) before
+/// it dies; afterwards the label moves to survivor `to` and the task starts
+/// there, its image pulled by digest from that node's registry.
+fn registry_replicated_on(lan: &Lan, nodes: &[Node], h: usize) -> String {
+    let redis = carried(lan, &nodes[h], "redis");
+    let name = |k: usize| format!("node{}", k + 1);
+    ok(
+        lan,
+        &nodes[h],
+        &format!(
+            "docker node update --label-add hc-moved=yes {} >/dev/null",
+            name(h)
+        ),
+    );
+    ok(
+        lan,
+        &nodes[h],
+        &format!("docker service create --detach --quiet --no-resolve-image --name hc-moved --constraint node.labels.hc-moved==yes {redis}"),
+    );
+    wait_task_on(lan, &nodes[h], h, Duration::from_secs(600));
+    redis
+}
+
+fn wait_task_on(lan: &Lan, asker: &Node, k: usize, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let ps = ok(
+            lan,
+            asker,
+            "docker service ps hc-moved --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'",
+        );
+        if ps
+            .lines()
+            .any(|l| l.starts_with(&format!("node{} Running", k + 1)))
+        {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "hc-moved is not running on node{}: {ps}\n{}",
+            k + 1,
+            ok(lan, asker, "docker service ps --no-trunc hc-moved")
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+fn registry_moved_to(lan: &Lan, nodes: &[Node], redis: &str, to: usize) {
+    let t = Instant::now();
+    ok(
+        lan,
+        &nodes[to],
+        &format!(
+            "docker node update --label-add hc-moved=yes node{} >/dev/null",
+            to + 1
+        ),
+    );
+    wait_task_on(lan, &nodes[to], to, Duration::from_secs(600));
+    let d = ok(
+        lan,
+        &nodes[to],
+        &format!("docker image inspect --format '{{{{json .RepoDigests}}}}' {redis}"),
+    );
+    assert!(d.contains(redis), "node{}: {d}", to + 1);
+    eprintln!(
+        "BENCH replicated service running on node{} {:.0}s after its label moved there",
+        to + 1,
+        t.elapsed().as_secs_f64()
+    );
+}
+
 /// Every Ceph key on the node is readable by its owner only.
 fn keyrings_private(lan: &Lan, n: &Node) {
     let keys = ok(
@@ -941,6 +1077,7 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         "node3 reads other bytes than node1 wrote"
     );
     firewall(&lan, &client, &nodes);
+    registry_global(&lan, &nodes);
     // Cable pulls first, while all three are up: each moves the VIP to
     // another node; plugged back in, the two masters settle on one.
     let cuts: usize = std::env::var("HC_FAILOVER_CUTS")
@@ -969,12 +1106,17 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         .unwrap_or(1);
     let mut gaps = Vec::new();
     let mut last_killed = 0;
+    let mut moving: Option<(String, usize)> = None;
     for round in 0..kills {
         let refs: Vec<&Node> = nodes.iter().collect();
         let h = one_holder(&lan, &client, &refs, vip);
+        let moved = (round == 0).then(|| registry_replicated_on(&lan, &nodes, h));
         let killed = Instant::now();
         nodes[h].kill();
         last_killed = h;
+        if let Some(m) = &moved {
+            moving = Some((m.clone(), h));
+        }
         gaps.push(failover_gap(
             &client,
             vip,
@@ -1039,6 +1181,21 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         "BENCH CephFS read and written on the survivors {:.0}s after the kill",
         t.elapsed().as_secs_f64() + 0.0
     );
+    if let Some((redis, dead)) = &moving {
+        // The first killed node may have come back (HC_FAILOVER_KILLS > 1):
+        // its label goes, so the task can only move to the survivor.
+        if *dead != h {
+            ok(
+                &lan,
+                &nodes[a],
+                &format!(
+                    "docker node update --label-rm hc-moved node{} >/dev/null",
+                    dead + 1
+                ),
+            );
+        }
+        registry_moved_to(&lan, &nodes, redis, b);
+    }
     // Power back on: the node rejoins, HEALTH_OK again, no file changed.
     nodes[h].start();
     let f = nodes[h].ready(BOOT);

@@ -112,7 +112,7 @@ fn every_recipe_builds_for_both_arches_with_an_sbom() {
             assert_eq!(entry["platform"]["architecture"], arch);
             // The SBOM names every package with its .deb's sha256.
             let sbom: Value = serde_json::from_slice(
-                &std::fs::read(img["sbom"].as_str().expect("sbom")).expect("sbom file"),
+                &std::fs::read(b.out.join(img["sbom"].as_str().expect("sbom"))).expect("sbom file"),
             )
             .expect("sbom json");
             assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
@@ -506,7 +506,92 @@ fn each_image_program_starts_and_answers() {
             .expect("run pulled");
         assert!(v.starts_with("restic 0."), "{v}");
         upstream_images_are_pinned_and_pulled_by_digest(&d, &digest);
+        a_seeded_store_serves_every_image_by_digest(&d, b, arch);
     }
+}
+
+/// What first boot does on a node (the agent's `registry` step, its own
+/// code): the store seeded from the layout, the registry image run with the
+/// agent's configuration; dockerd pulls every image by the digest the build
+/// recorded, and a pulled image runs. Seeding again copies nothing.
+fn a_seeded_store_serves_every_image_by_digest(d: &Dockerd, b: &Built, arch: &str) {
+    use hc_firstboot::registry::{seed::seed, step::config_yml};
+    let layout = b.out.join(format!("oci-{arch}"));
+    let store = tempfile::tempdir().expect("tempdir");
+    let first = seed(&layout, store.path()).expect("seed");
+    assert_eq!(first.images.len(), recipes().len(), "{first:?}");
+    assert!(first.blobs_copied > 0);
+    let again = seed(&layout, store.path()).expect("seed again");
+    // A blob shared by images is counted once per image that names it.
+    assert_eq!(again.blobs_copied, 0, "{again:?}");
+    assert!(again.blobs_present >= first.blobs_copied, "{again:?}");
+    // The registry runs as its own user: the store must be readable.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(store.path())
+        .status();
+    let conf = store.path().join("config.yml");
+    // The agent's configuration, on another port: 5000 may be in use here.
+    std::fs::write(
+        &conf,
+        config_yml().replace("127.0.0.1:5000", "127.0.0.1:15001"),
+    )
+    .expect("config");
+    d.run(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "-v",
+        &format!("{}:/var/lib/docker-registry", store.path().display()),
+        "-v",
+        &format!("{}:/etc/docker/registry/config.yml:ro", conf.display()),
+        &reference(arch, "registry"),
+    ])
+    .expect("registry on the seeded store");
+    wait_for("the seeded registry", 30, || {
+        curl(&["-f", "http://127.0.0.1:15001/v2/"])
+    });
+    for img in summary(arch) {
+        let repo = img["reference"]
+            .as_str()
+            .and_then(|r| r.rsplit_once(':'))
+            .map(|(r, _)| r.to_string())
+            .expect("reference");
+        let by_digest = format!(
+            "127.0.0.1:15001/{repo}@{}",
+            img["manifest"].as_str().expect("digest")
+        );
+        d.run(&["pull", "--platform", &format!("linux/{arch}"), &by_digest])
+            .unwrap_or_else(|e| panic!("pull {by_digest}: {e:#}"));
+        let digests = d
+            .run(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RepoDigests}}",
+                &by_digest,
+            ])
+            .expect("inspect");
+        assert!(digests.contains(&by_digest), "{digests}");
+    }
+    let base = summary(arch)
+        .iter()
+        .find(|i| i["name"] == "base")
+        .and_then(|i| i["manifest"].as_str().map(str::to_string))
+        .expect("base");
+    let v = d
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &format!("127.0.0.1:15001/homecloud/base@{base}"),
+            "echo",
+            "pulled",
+        ])
+        .expect("run pulled base");
+    assert_eq!(v.trim(), "pulled");
 }
 
 /// The online path (issue 14): an upstream recipe is pinned from, and

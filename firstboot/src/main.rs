@@ -13,7 +13,7 @@ use hc_firstboot::cluster::duty::Duty;
 use hc_firstboot::cluster::join::JoinAnswer;
 use hc_firstboot::engine::{self, Step};
 use hc_firstboot::exec::{RealRunner, Runner};
-use hc_firstboot::{ceph, cluster, identity, keepalived, settings, timesync};
+use hc_firstboot::{ceph, cluster, identity, keepalived, registry, settings, timesync};
 
 static RUNNER: RealRunner = RealRunner;
 
@@ -28,6 +28,7 @@ static STEPS: &[&dyn Step] = &[
     &cluster::form::Cluster,
     &keepalived::Keepalived,
     &ceph::step::Ceph,
+    &registry::step::Registry,
 ];
 
 static VIP_HEALTH: keepalived::Health = keepalived::Health::new();

@@ -178,6 +178,7 @@ pub struct Built {
     /// Debian packages and wheels in the image.
     pub packages: usize,
     pub wheels: usize,
+    /// The SBOM, relative to the output directory.
     pub sbom: String,
 }
 
@@ -363,7 +364,7 @@ pub fn build(root: &Path, names: &[String], arch: Arch, out: &Path) -> Result<Ve
                 .collect(),
             packages: pins.len(),
             wheels: r.pypi.len(),
-            sbom: sbom_path.display().to_string(),
+            sbom: format!("sbom/{name}-{}.spdx.json", arch.debian()),
         });
     }
     lay.finish()?;
@@ -433,7 +434,7 @@ fn add_upstream(
             .collect(),
         packages: 0,
         wheels: 0,
-        sbom: sbom_path.display().to_string(),
+        sbom: format!("sbom/{name}-{}.spdx.json", arch.debian()),
     })
 }
 

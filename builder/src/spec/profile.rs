@@ -33,6 +33,11 @@ pub struct ImageProfile {
     /// Install the first-boot agent (built for the board's architecture).
     #[serde(default)]
     pub agent: bool,
+    /// Service images (recipes of `images/containers/`) carried in the
+    /// image for the board's architecture; first boot seeds each node's
+    /// registry with them. Must include `registry` when not empty.
+    #[serde(default)]
+    pub containers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

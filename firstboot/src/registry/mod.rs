@@ -4,3 +4,4 @@
 //! route to the internet.
 
 pub mod seed;
+pub mod step;

@@ -18,6 +18,7 @@ mod agent;
 mod boot;
 mod build_json;
 mod config;
+mod containers;
 mod esp;
 mod overlays;
 mod secret;
@@ -27,6 +28,7 @@ mod updated;
 pub static CONTRIBUTORS: &[&dyn Contributor] = &[
     &overlays::Overlays,
     &agent::Agent,
+    &containers::Containers,
     &secret::Secret,
     &boot::BootEntries,
     &updated::Updated,
