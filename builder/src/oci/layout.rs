@@ -15,6 +15,15 @@ pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
+/// An image as pulled: its manifest bytes verbatim and every blob it names.
+pub struct Pulled {
+    pub manifest: Vec<u8>,
+    pub media_type: String,
+    pub config: Vec<u8>,
+    /// (digest "sha256:...", media type, bytes), in manifest order.
+    pub layers: Vec<(String, String, Vec<u8>)>,
+}
+
 /// A layout being written.
 pub struct Layout {
     pub dir: PathBuf,
@@ -125,12 +134,7 @@ impl Layout {
 
     /// Adds an image pulled from elsewhere, its manifest kept byte for byte
     /// so its digest stays the upstream one.
-    pub fn add_pulled(
-        &mut self,
-        reference: &str,
-        arch: Arch,
-        p: &super::upstream::Pulled,
-    ) -> Result<Written> {
+    pub fn add_pulled(&mut self, reference: &str, arch: Arch, p: &Pulled) -> Result<Written> {
         let cfg_digest = self.put(&p.config)?;
         let mut layer_digests = Vec::new();
         for (_, _, data) in &p.layers {

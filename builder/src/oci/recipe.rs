@@ -214,7 +214,7 @@ impl Recipe {
             Err(InputError::new(file, key, problem, fix.to_string()))
         };
         if let Some(image) = &self.upstream {
-            super::upstream::parse(image, file)?;
+            parse_upstream(image, file)?;
             let building = [
                 ("packages", self.packages.is_empty()),
                 ("exclude", self.exclude.is_empty()),
@@ -404,6 +404,28 @@ impl Recipe {
             .filter(|p| p.arch == arch.debian())
             .collect()
     }
+}
+
+/// The reference of a recipe's `upstream`: a tag, no digest (the digest is
+/// what `images pin` writes).
+pub fn parse_upstream(image: &str, file: &str) -> Result<oci_client::Reference, InputError> {
+    let r: oci_client::Reference = image.parse().map_err(|e| {
+        InputError::new(
+            file,
+            "upstream",
+            format!("{image:?} is not an image reference: {e}"),
+            "write registry/repository:tag, e.g. \"ghcr.io/owner/app:1.2\"",
+        )
+    })?;
+    if r.digest().is_some() {
+        return Err(InputError::new(
+            file,
+            "upstream",
+            format!("{image:?} carries a digest"),
+            "name the tag only; `hc-image images pin NAME` pins the digest per architecture in [[upstream_pins]]",
+        ));
+    }
+    Ok(r)
 }
 
 /// `images/containers/`.

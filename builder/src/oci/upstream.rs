@@ -15,7 +15,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde_json::Value;
 
-use super::recipe::{UpstreamPin, ARCHES};
+use super::layout::Pulled;
+use super::recipe::{parse_upstream as parse, UpstreamPin, ARCHES};
 use crate::blobs::cache_dir;
 use crate::error::InputError;
 use crate::io::{sha256_hex, write_atomic};
@@ -30,37 +31,6 @@ const ACCEPT: [&str; 4] = [
     OCI_INDEX,
     DOCKER_LIST,
 ];
-
-/// An image as pulled: its manifest bytes verbatim and every blob it names.
-pub struct Pulled {
-    pub manifest: Vec<u8>,
-    pub media_type: String,
-    pub config: Vec<u8>,
-    /// (digest "sha256:...", media type, bytes), in manifest order.
-    pub layers: Vec<(String, String, Vec<u8>)>,
-}
-
-/// The reference of a recipe's `upstream`: a tag, no digest (the digest is
-/// what `images pin` writes).
-pub fn parse(image: &str, file: &str) -> Result<Reference, InputError> {
-    let r: Reference = image.parse().map_err(|e| {
-        InputError::new(
-            file,
-            "upstream",
-            format!("{image:?} is not an image reference: {e}"),
-            "write registry/repository:tag, e.g. \"ghcr.io/owner/app:1.2\"",
-        )
-    })?;
-    if r.digest().is_some() {
-        return Err(InputError::new(
-            file,
-            "upstream",
-            format!("{image:?} carries a digest"),
-            "name the tag only; `hc-image images pin NAME` pins the digest per architecture in [[upstream_pins]]",
-        ));
-    }
-    Ok(r)
-}
 
 /// Loopback registries speak plain HTTP, as Docker assumes; every other
 /// registry is reached over HTTPS with the system's roots.
