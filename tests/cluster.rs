@@ -1290,7 +1290,8 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     // OSD is made (`ceph-osd --mkfs`, before its unit starts); each time the power goes.
     let mut nodes: Vec<Node> = (0..3)
         .map(|k| {
-            let fp = (k == 2).then_some("cluster:after-join\nceph:after-osd\n");
+            let fp =
+                (k == 2).then_some("cluster:after-join\nceph:after-osd\nregistry:during-seed\n");
             Node::new(&lan, &im.img, &dir, k, fp)
         })
         .collect();
@@ -1369,12 +1370,27 @@ fn staggered_cards_power_cuts_during_first_boot_and_join_and_a_foreign_secret() 
     );
     // Its verdict is in: power it off, the others need the cores.
     stranger.kill();
-    // Second stop of node3: right after its OSD was made.
+    // Second stop of node3: right after its OSD was made; the third
+    // halfway through seeding its registry's store.
     failpoint_stop(&lan, &mut nodes[2], "ceph:after-osd");
+    failpoint_stop(&lan, &mut nodes[2], "registry:during-seed");
     let f = nodes[2].ready(BOOT);
     assert_eq!(
         f["stamp"], "yes",
-        "node3 converges after the power cut: {f:?}"
+        "node3 converges after the power cuts: {f:?}"
+    );
+    // Its registry serves every carried image after the cut seeding.
+    let base = carried(&lan, &nodes[2], "base");
+    ok(
+        &lan,
+        &nodes[2],
+        &format!("docker pull -q {base} >/dev/null"),
+    );
+    let redis = carried(&lan, &nodes[2], "redis");
+    ok(
+        &lan,
+        &nodes[2],
+        &format!("docker pull -q {redis} >/dev/null"),
     );
     let f = nodes[1].ready(BOOT);
     assert_eq!(f["stamp"], "yes", "{f:?}");

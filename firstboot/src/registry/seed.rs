@@ -96,6 +96,10 @@ fn put_blob(layout: &Path, store: &Path, digest: &str, out: &mut Seeded) -> Resu
     std::fs::rename(&tmp, &dest).map_err(|e| format!("renaming to {}: {e}", dest.display()))?;
     out.blobs_copied += 1;
     out.bytes_copied += want;
+    // A power cut halfway: some blobs in, no links yet.
+    if out.blobs_copied == 2 {
+        crate::engine::failpoint::failpoint("registry:during-seed");
+    }
     Ok(())
 }
 
