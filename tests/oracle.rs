@@ -708,9 +708,28 @@ fn bad_input_exits_2_and_leaves_nothing() {
             "mbr",
         ],
     );
-    // A profile without a package base needs --rootfs or --base.
+    // The profile's service images: a name that is no recipe, and a list
+    // without the registry that serves them.
     let prof = data.path().join("images/homecloud.toml");
     let text = std::fs::read_to_string(&prof).expect("read");
+    let listed = "containers = [\"registry\", \"base\", \"redis\"]";
+    assert!(text.contains(listed), "the profile changed shape");
+    for (list, needles) in [
+        (
+            "[\"registry\", \"nosuch\"]",
+            ["containers[1]", "not a recipe"],
+        ),
+        ("[\"base\"]", ["containers", "add \"registry\""]),
+    ] {
+        std::fs::write(&prof, text.replace(listed, &format!("containers = {list}")))
+            .expect("write");
+        rejects(
+            &["--rootfs", tar],
+            &[("HC_DATA_DIR", data.path())],
+            &["images/homecloud.toml", needles[0], needles[1]],
+        );
+    }
+    // A profile without a package base needs --rootfs or --base.
     let cut = text.find("\n[base]").expect("profile has a [base] table");
     std::fs::write(&prof, &text[..cut + 1]).expect("write");
     rejects(
