@@ -431,6 +431,13 @@ fn every_board_builds_and_passes_the_oracles() {
         ok(&insp);
         let text = String::from_utf8_lossy(&insp.stdout);
         assert!(text.contains("lint: no findings"), "{board}: {text}");
+        // The profile's service images, as the builder recorded them.
+        for name in ["registry", "base", "redis"] {
+            assert!(
+                text.contains(&format!("service image homecloud/{name}:")),
+                "{board}: {name} not listed: {text}"
+            );
+        }
         if board == "rock64" || board == "pine64-lts" {
             assert!(
                 text.contains("matches (expected from manifest.json)"),

@@ -24,7 +24,18 @@ pub struct Report {
     pub table: TableKind,
     pub partitions: Vec<PartReport>,
     pub blobs: Vec<BlobReport>,
+    /// Service images carried in the root filesystem (`containers`).
+    pub images: Vec<CarriedImage>,
     pub lint: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CarriedImage {
+    pub reference: String,
+    pub manifest: String,
+    pub layers: usize,
+    /// Compressed bytes of its layers.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,10 +189,12 @@ pub fn inspect(path: &Path) -> Result<Report> {
             }
         }
     }
+    let mut images = Vec::new();
     for pr in &partitions {
         let Some(fs) = &pr.fs else { continue };
         if fs.kind == "ext4" {
             lint_ext4(path, pr.part.start, &mut lint);
+            images.extend(carried_images(path, pr.part.start, &mut lint));
         }
         if fs.kind == "vfat" && fs.label == "HCBOOT" {
             lint_hcboot(path, pr.part.start, &mut lint);
@@ -193,8 +206,36 @@ pub fn inspect(path: &Path) -> Result<Report> {
         table,
         partitions,
         blobs,
+        images,
         lint,
     })
+}
+
+/// The builder's `images.json` beside the carried OCI layout, if any.
+fn carried_images(image: &Path, offset: u64, lint: &mut Vec<String>) -> Vec<CarriedImage> {
+    let target = crate::fs::at_offset(image, offset);
+    let Ok(out) = Command::new("debugfs")
+        .args(["-R", "cat /usr/share/hc-image/images/images.json"])
+        .arg(&target)
+        .output()
+    else {
+        return Vec::new();
+    };
+    if out.stdout.is_empty() {
+        return Vec::new();
+    }
+    let Ok(list) = serde_json::from_slice::<Vec<crate::oci::Built>>(&out.stdout) else {
+        lint.push("/usr/share/hc-image/images/images.json is not the builder's".into());
+        return Vec::new();
+    };
+    list.into_iter()
+        .map(|b| CarriedImage {
+            layers: b.layers.len(),
+            bytes: b.layers.iter().map(|l| l.size as u64).sum(),
+            reference: b.reference,
+            manifest: b.manifest,
+        })
+        .collect()
 }
 
 fn lint_ext4(image: &Path, offset: u64, lint: &mut Vec<String>) {
@@ -283,6 +324,15 @@ pub fn print(r: &Report) {
             b.size,
             if b.matches { "matches" } else { "DIFFERS" },
             b.expected_from
+        );
+    }
+    for i in &r.images {
+        println!(
+            "service image {} {} ({} layers, {})",
+            i.reference,
+            i.manifest,
+            i.layers,
+            human(i.bytes)
         );
     }
     if r.lint.is_empty() {
