@@ -646,61 +646,60 @@ pub fn pin(root: &Path, names: &[String], dry_run: bool) -> Result<Vec<String>> 
     Ok(lines)
 }
 
-/// The recipe text with its `[[pins]]` replaced; the rest is kept as written.
-pub fn with_pins(text: &str, pins: &[Pin], file: &str) -> Result<String> {
+/// The recipe text with the array of tables `key` replaced by one table per
+/// item (`fill` writes its keys, in the order they should read); the rest is
+/// kept as written.
+fn with_tables<T>(
+    text: &str,
+    key: &str,
+    items: &[T],
+    file: &str,
+    fill: impl Fn(&T, &mut toml_edit::Table),
+) -> Result<String> {
     let mut doc: toml_edit::DocumentMut =
         text.parse().with_context(|| format!("parsing {file}"))?;
-    doc.remove("pins");
+    doc.remove(key);
     let mut arr = toml_edit::ArrayOfTables::new();
-    for p in pins {
+    for item in items {
         let mut t = toml_edit::Table::new();
+        fill(item, &mut t);
+        arr.push(t);
+    }
+    doc.insert(key, toml_edit::Item::ArrayOfTables(arr));
+    Ok(doc.to_string())
+}
+
+/// The recipe text with its `[[pins]]` replaced.
+pub fn with_pins(text: &str, pins: &[Pin], file: &str) -> Result<String> {
+    with_tables(text, "pins", pins, file, |p, t| {
         t["arch"] = toml_edit::value(p.arch.clone());
         t["package"] = toml_edit::value(p.package.clone());
         t["version"] = toml_edit::value(p.version.clone());
         t["filename"] = toml_edit::value(p.filename.clone());
         t["sha256"] = toml_edit::value(p.sha256.clone());
         t["size"] = toml_edit::value(p.size as i64);
-        arr.push(t);
-    }
-    doc.insert("pins", toml_edit::Item::ArrayOfTables(arr));
-    Ok(doc.to_string())
+    })
 }
 
 /// The recipe text with `[[wheel_pins]]` replaced.
 pub fn with_wheels(text: &str, wheels: &[recipe::WheelPin], file: &str) -> Result<String> {
-    let mut doc: toml_edit::DocumentMut =
-        text.parse().with_context(|| format!("parsing {file}"))?;
-    doc.remove("wheel_pins");
-    let mut arr = toml_edit::ArrayOfTables::new();
-    for w in wheels {
-        let mut t = toml_edit::Table::new();
+    with_tables(text, "wheel_pins", wheels, file, |w, t| {
         t["project"] = toml_edit::value(w.project.clone());
         t["arch"] = toml_edit::value(w.arch.clone());
         t["filename"] = toml_edit::value(w.filename.clone());
         t["url"] = toml_edit::value(w.url.clone());
         t["sha256"] = toml_edit::value(w.sha256.clone());
         t["size"] = toml_edit::value(w.size as i64);
-        arr.push(t);
-    }
-    doc.insert("wheel_pins", toml_edit::Item::ArrayOfTables(arr));
-    Ok(doc.to_string())
+    })
 }
 
 /// The recipe text with `[[upstream_pins]]` replaced.
 pub fn with_upstream_pins(text: &str, pins: &[recipe::UpstreamPin], file: &str) -> Result<String> {
-    let mut doc: toml_edit::DocumentMut =
-        text.parse().with_context(|| format!("parsing {file}"))?;
-    doc.remove("upstream_pins");
-    let mut arr = toml_edit::ArrayOfTables::new();
-    for p in pins {
-        let mut t = toml_edit::Table::new();
+    with_tables(text, "upstream_pins", pins, file, |p, t| {
         t["arch"] = toml_edit::value(p.arch.clone());
         t["digest"] = toml_edit::value(p.digest.clone());
         t["size"] = toml_edit::value(p.size as i64);
-        arr.push(t);
-    }
-    doc.insert("upstream_pins", toml_edit::Item::ArrayOfTables(arr));
-    Ok(doc.to_string())
+    })
 }
 
 /// Where `images build` puts its output by default.
@@ -730,5 +729,22 @@ mod tests {
         assert_eq!(r.pins, vec![pin.clone()]);
         assert_eq!(reference("a", &r, Arch::Arm64), "homecloud/a:1_2.0-1");
         assert_eq!(reference("a", &r, Arch::Amd64), "homecloud/a:unpinned");
+    }
+
+    #[test]
+    fn upstream_pins_are_written_and_name_the_tag() {
+        let text = "description = \"d\"\nupstream = \"127.0.0.1:5000/x/app:1.2\"\n";
+        let pin = recipe::UpstreamPin {
+            arch: "amd64".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 7,
+        };
+        let out = with_upstream_pins(text, std::slice::from_ref(&pin), "t.toml").expect("pins");
+        let r: Recipe = crate::error::parse_toml(&out, "t.toml").expect("parses");
+        r.validate("t.toml").expect("valid");
+        assert_eq!(r.upstream_pins, vec![pin]);
+        assert_eq!(r.pinned(Arch::Amd64), 1);
+        assert_eq!(r.pinned(Arch::Arm64), 0);
+        assert_eq!(reference("app", &r, Arch::Amd64), "homecloud/app:1.2");
     }
 }
