@@ -121,6 +121,11 @@ bluestore_fsck_on_mkfs = false
 osd_heartbeat_grace = 40
 
 [mon]
+# A loaded single-core board (or emulator) misses the 5 s lease: in a
+# failed CI run the three monitors re-elected every ~10 s for 20 minutes
+# and no command went through (issue 18).
+mon_lease = 20
+mon_election_timeout = 15
 mon_memory_target = {mon}
 # Below the target, or the monitor cannot size its caches.
 rocksdb_cache_size = {mon_kv}
@@ -275,6 +280,10 @@ mod tests {
         assert!(c.contains("fsid = f\n"));
         assert!(c.contains("mon_host = 10.0.0.11,10.0.0.12\n"));
         assert!(c.contains("public_network = 10.0.0.0/24\n"));
+        assert!(
+            c.contains("mon_lease = 20\n"),
+            "a loaded board misses the 5 s lease"
+        );
         assert!(c.contains(&format!("osd_memory_target = {}\n", 896 * MIB)));
         let l = Lan {
             interface: "e".into(),
