@@ -41,10 +41,12 @@ pub fn config_yml() -> String {
     )
 }
 
-fn index_digest(cx: &Ctx) -> Result<String> {
+/// The layout's index and the sha256 of its bytes (what `.hc-seeded` holds).
+fn layout_index(cx: &Ctx) -> Result<(Value, String)> {
     let p = cx.path(LAYOUT).join("index.json");
     let b = std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-    Ok(hex::encode(Sha256::digest(&b)))
+    let v = serde_json::from_slice(&b).map_err(|e| format!("parsing {}: {e}", p.display()))?;
+    Ok((v, hex::encode(Sha256::digest(&b))))
 }
 
 /// The registry's image reference, as the layout names it.
@@ -162,10 +164,10 @@ impl Step for Registry {
     }
 
     fn observe(&self, cx: &Ctx) -> Result<Observed> {
-        let index = read_json(&cx.path(LAYOUT).join("index.json"))?;
+        let (index, digest) = layout_index(cx)?;
         let reference = registry_ref(&index)?;
         let seeded = std::fs::read_to_string(cx.path(SEEDED)).unwrap_or_default();
-        if seeded.trim() != index_digest(cx)? {
+        if seeded.trim() != digest {
             return Ok(Observed::Pending);
         }
         match container(cx) {
@@ -181,10 +183,9 @@ impl Step for Registry {
 
     fn apply(&self, cx: &Ctx) -> Result<()> {
         let layout = cx.path(LAYOUT);
-        let index = read_json(&layout.join("index.json"))?;
+        let (index, want) = layout_index(cx)?;
         let reference = registry_ref(&index)?;
         let store = cx.path(STORE);
-        let want = index_digest(cx)?;
         if std::fs::read_to_string(cx.path(SEEDED))
             .unwrap_or_default()
             .trim()
@@ -249,7 +250,7 @@ impl Step for Registry {
     }
 
     fn status(&self, cx: &Ctx) -> Vec<String> {
-        let Ok(index) = read_json(&cx.path(LAYOUT).join("index.json")) else {
+        let Ok((index, _)) = layout_index(cx) else {
             return Vec::new();
         };
         let n = index["manifests"].as_array().map_or(0, Vec::len);
