@@ -19,9 +19,10 @@ pub mod ids {
     pub const CEPH_OSD: &str = "8f1c5a7e2b3d4c6e9a0b1c2d3e4f5a0d";
 }
 
-/// Sends one structured entry to journald, and the message to stderr.
+/// Sends one structured entry to journald, and the message to stderr
+/// unless stderr is the journal too (systemd sets JOURNAL_STREAM), where
+/// every line showed up twice.
 pub fn journal(message_id: &str, priority: u8, msg: &str, fields: &[(&str, &str)]) {
-    eprintln!("{msg}");
     let mut payload = format!(
         "MESSAGE_ID={message_id}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=hc-firstboot\nMESSAGE={}\n",
         msg.replace('\n', " ")
@@ -29,7 +30,10 @@ pub fn journal(message_id: &str, priority: u8, msg: &str, fields: &[(&str, &str)
     for (k, v) in fields {
         payload.push_str(&format!("{k}={}\n", v.replace('\n', " ")));
     }
-    if let Ok(s) = std::os::unix::net::UnixDatagram::unbound() {
-        let _ = s.send_to(payload.as_bytes(), "/run/systemd/journal/socket");
+    let sent = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.send_to(payload.as_bytes(), "/run/systemd/journal/socket"))
+        .is_ok();
+    if !sent || std::env::var_os("JOURNAL_STREAM").is_none() {
+        eprintln!("{msg}");
     }
 }
