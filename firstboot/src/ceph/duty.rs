@@ -3,14 +3,15 @@
 //! mount kept, and the cluster's material handed to joiners.
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::cmd::mon_json;
 use super::fs::{ensure_mount, mounted};
 use super::material::{Material, MOUNT_POINT, SECRET_FILE};
-use super::mon::{ensure_mon_node, has_mon};
+use super::mon::{ensure_mon_node, has_mgr, has_mon, make_mgr, mgr_available};
 use super::step::{enabled, TOPIC};
 use crate::cluster::duty::{ClusterView, Duty, Schedule};
 use crate::cluster::join::{JoinAnswer, JoinRefusal, JoinRequest};
@@ -76,11 +77,29 @@ fn reconcile(cx: &Ctx, manager: bool) {
             eprintln!("ceph: adding a monitor on {name}: {e}");
         }
     }
+    if manager && has_mon(&cx.root, &name) && !has_mgr(&cx.root, &name) && standby_due(cx) {
+        if let Err(e) = make_mgr(cx, &name) {
+            eprintln!("ceph: adding a standby manager on {name}: {e}");
+        }
+    }
     if !mounted(&cx.root) {
         if let Err(e) = ensure_mount(cx, Duration::ZERO) {
             eprintln!("ceph: mounting {MOUNT_POINT}: {e}");
         }
     }
+}
+
+/// A monitor node's standby manager is made once another is active, or
+/// after NO_MANAGER_LIMIT with none (the founder's may never come back).
+const NO_MANAGER_LIMIT: Duration = Duration::from_secs(900);
+
+fn standby_due(cx: &Ctx) -> bool {
+    static SINCE: Mutex<Option<Instant>> = Mutex::new(None);
+    if mgr_available(cx) {
+        return true;
+    }
+    let mut since = SINCE.lock().unwrap_or_else(|e| e.into_inner());
+    since.get_or_insert_with(Instant::now).elapsed() > NO_MANAGER_LIMIT
 }
 
 /// The material a member hands to a joiner, with the monitors as the

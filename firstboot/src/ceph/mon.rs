@@ -30,6 +30,16 @@ pub fn has_mon(root: &Path, name: &str) -> bool {
         .is_file()
 }
 
+pub fn has_mgr(root: &Path, name: &str) -> bool {
+    root.join(format!("var/lib/ceph/mgr/ceph-{name}/keyring"))
+        .is_file()
+}
+
+/// An active manager is in the map (it has loaded its modules).
+pub(super) fn mgr_available(cx: &Ctx) -> bool {
+    mon_json(cx, json!({"prefix": "mgr stat"})).is_ok_and(|v| v["available"] == true)
+}
+
 /// Makes this node's monitor: from a new monmap on the founder, from the
 /// cluster's current map on a node joining a running cluster.
 pub(super) fn make_mon(
@@ -233,7 +243,13 @@ pub fn ensure_mon_node(cx: &Ctx, m: &Material, l: &Lan) -> Result<()> {
     } else {
         enable_now(cx, "mon", &name)?;
     }
-    make_mgr(cx, &name)?;
+    // A standby manager loads the same Python modules as the active one;
+    // three loading at once starved the founder's for 20 minutes under
+    // emulation (issue 18). A joiner's waits for an active one (the
+    // daemon's duty makes it later).
+    if has_mgr(&cx.root, &name) || mgr_available(cx) {
+        make_mgr(cx, &name)?;
+    }
     // Every monitor node runs an MDS (one active, the others standby): a
     // count-based choice raced when two nodes were promoted at once.
     make_mds(cx, &name)?;
