@@ -424,10 +424,12 @@ mod tests {
 
     #[test]
     fn direct_writes_aligned_and_unaligned_pieces_alike() {
-        // In the target dir, not /tmp: tmpfs refuses O_DIRECT, and the
-        // fallback alone would be tested.
-        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
-            .expect("tempdir");
+        // On the checkout's disk, not /tmp: tmpfs refuses O_DIRECT, and the
+        // fallback alone would be tested. (`target` may be elsewhere:
+        // scripts/test keeps it in the cache.)
+        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+        std::fs::create_dir_all(base).expect("mkdir target");
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
         let p = dir.path().join("dev");
         let f = OpenOptions::new()
             .read(true)
