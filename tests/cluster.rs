@@ -1264,7 +1264,8 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
     let f = nodes[h].ready(BOOT);
     assert_eq!(f["stamp"], "yes", "{f:?}");
     wait_mounted(&lan, &nodes[h], Duration::from_secs(900));
-    let back = wait_health_ok(&lan, &nodes[a], Duration::from_secs(900));
+    // 839 s on a loaded day (3 December): a bound, not a goal.
+    let back = wait_health_ok(&lan, &nodes[a], Duration::from_secs(1500));
     eprintln!(
         "BENCH HEALTH_OK {:.0}s after node{} was ready again",
         back.as_secs_f64(),
