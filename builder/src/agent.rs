@@ -239,7 +239,10 @@ fn cross_arm64(repo: &Path) -> Result<PathBuf> {
     exec::run(
         Command::new("chroot")
             .arg(&chroot)
-            .args(["/bin/sh", "-c", "cd /src && HOME=/tmp cargo build --release --offline -p hc-firstboot --bin hc-firstboot --target aarch64-unknown-linux-gnu"])
+            .args(["/bin/sh", "-c", "cd /src && HOME=/tmp cargo build --release --offline -p hc-firstboot --bin hc-firstboot --target aarch64-unknown-linux-gnu --target-dir target"])
+            // The host's build directory (scripts/test sets one) is not
+            // a path in the chroot; the binary is read from /src/target.
+            .env_remove("CARGO_TARGET_DIR")
             .envs(PROFILE_ENV.iter().copied()),
     )
     .context("building hc-firstboot for arm64 with Debian's rustc")?;
