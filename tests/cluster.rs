@@ -216,7 +216,7 @@ fn journal_tail(n: &Node) {
     eprintln!(
         "--- node{}: agent, last lines\n{}--- node{}: warnings, last lines (not dockerd)\n{}",
         n.k + 1,
-        show("-t hc-firstboot | uniq | tail -25"),
+        show("-t hc-firstboot | tail -25"),
         n.k + 1,
         show("-p warning | grep -v dockerd | tail -25"),
     );
@@ -419,6 +419,20 @@ fn only_the_tcg_checks_pass_for_health_ok() {
     )));
     assert!(!healthy(&h(r#"{"status":"HEALTH_ERR","checks":{}}"#)));
     assert!(!healthy(&serde_json::Value::Null));
+}
+
+/// Waits (900 s at most) until `ceph status` on `n` satisfies `done`;
+/// panics with the last status.
+fn wait_status(lan: &Lan, n: &Node, done: impl Fn(&serde_json::Value) -> bool) -> Duration {
+    let t = Instant::now();
+    loop {
+        let st = ceph_json(lan, n, "status");
+        if done(&st) {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(900), "{st}");
+        std::thread::sleep(Duration::from_secs(10));
+    }
 }
 
 /// Waits (bounded) for HEALTH_OK (but for the TCG checks); panics with
@@ -1078,17 +1092,9 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
     );
     // Promoted nodes may add their monitors after their own step (the
     // daemon does): wait for three in quorum and three OSDs up.
-    let t = Instant::now();
-    loop {
-        let st = ceph_json(&lan, &nodes[0], "status");
-        if st["quorum_names"].as_array().map(Vec::len) == Some(3)
-            && st["osdmap"]["num_up_osds"] == 3
-        {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(900), "{st}");
-        std::thread::sleep(Duration::from_secs(10));
-    }
+    wait_status(&lan, &nodes[0], |st| {
+        st["quorum_names"].as_array().map(Vec::len) == Some(3) && st["osdmap"]["num_up_osds"] == 3
+    });
     let ok_after = wait_health_ok(&lan, &nodes[0], Duration::from_secs(900));
     eprintln!(
         "BENCH HEALTH_OK {:.0}s after the test saw CephFS mounted on all three",
@@ -1145,18 +1151,10 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
     print_gaps(&mut cut_gaps, "cable pulls");
     // The joiners' standby managers came after the founder's was active
     // (issue 18): both are there before a node is killed.
-    let t = Instant::now();
-    loop {
-        let st = ceph_json(&lan, &nodes[0], "status");
-        if st["mgrmap"]["num_standbys"] == 2 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(900), "{}", st["mgrmap"]);
-        std::thread::sleep(Duration::from_secs(10));
-    }
+    let took = wait_status(&lan, &nodes[0], |st| st["mgrmap"]["num_standbys"] == 2);
     eprintln!(
         "BENCH two standby managers {:.0}s after the cable pulls",
-        t.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     // The VIP answers from a fourth namespace; kill -9 its holder's QEMU.
     // HC_FAILOVER_KILLS=N brings the node back and repeats, for the

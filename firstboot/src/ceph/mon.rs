@@ -30,8 +30,14 @@ pub fn has_mon(root: &Path, name: &str) -> bool {
         .is_file()
 }
 
+/// A keyed daemon's directory (manager, MDS).
+fn daemon_dir(kind: &str, name: &str) -> String {
+    format!("/var/lib/ceph/{kind}/ceph-{name}")
+}
+
 pub fn has_mgr(root: &Path, name: &str) -> bool {
-    root.join(format!("var/lib/ceph/mgr/ceph-{name}/keyring"))
+    root.join(daemon_dir("mgr", name).trim_start_matches('/'))
+        .join("keyring")
         .is_file()
 }
 
@@ -120,7 +126,7 @@ pub(super) fn wait_quorum(cx: &Ctx, limit: Duration) -> Result<serde_json::Value
 }
 
 pub(super) fn make_keyed_daemon(cx: &Ctx, kind: &str, name: &str, caps: &[&str]) -> Result<()> {
-    let dir = format!("/var/lib/ceph/{kind}/ceph-{name}");
+    let dir = daemon_dir(kind, name);
     let kr = format!("{dir}/keyring");
     if !cx.path(&kr).is_file() {
         let keyring = mon(
