@@ -24,6 +24,24 @@ fn window() -> Duration {
 
 pub struct Cluster;
 
+/// Whether listening may end: after the window, or at once when every node
+/// homecloud.toml lists is heard (nobody else to wait for; the window is
+/// for unlisted cards and for cards powered on a little later).
+fn heard_enough(
+    listened_ms: u64,
+    window_ms: u64,
+    listed: &[&str],
+    me: &str,
+    live: &[&Announcement],
+) -> bool {
+    listened_ms >= window_ms
+        || (!listed.is_empty()
+            && listed.iter().all(|mac| {
+                mac.eq_ignore_ascii_case(me)
+                    || live.iter().any(|a| a.node.eq_ignore_ascii_case(mac))
+            }))
+}
+
 fn wait_docker(engine: &dyn Engine) -> Result<SwarmInfo> {
     let deadline = std::time::Instant::now() + env_secs("HC_DOCKER_TIMEOUT", 900);
     loop {
@@ -305,7 +323,14 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
             })
             .map(|h| &h.ann)
             .collect();
-        let window_over = now.saturating_sub(listening_since) >= window().as_millis() as u64;
+        let listed: Vec<&str> = cx.config.nodes.iter().map(|n| n.mac.as_str()).collect();
+        let window_over = heard_enough(
+            now.saturating_sub(listening_since),
+            window().as_millis() as u64,
+            &listed,
+            &l.mac,
+            &live,
+        );
         if window_over && live.iter().all(|a| a.node == l.mac) {
             // Only announcements we cannot authenticate: say so instead of
             // forming a rival cluster next to the real one.
@@ -324,6 +349,19 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
                 }
             }
         }
+        // Before deciding: a founder that decides at once (every listed
+        // node heard) still tells the console what it heard.
+        crate::engine::progress::show(
+            &cx.root,
+            &format!(
+                "hc-image first boot: cluster: {} peer(s) heard, {}",
+                live.len(),
+                match &waiting {
+                    Some((n, _)) => format!("waiting for {n} to found the swarm"),
+                    None => "deciding who founds the swarm".into(),
+                }
+            ),
+        );
         match decide(&me, &live, window_over) {
             Decision::Bootstrap if me.phase == Phase::Bootstrapping => {
                 journal(
@@ -437,17 +475,6 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
             }
             Decision::Listen => {}
         }
-        crate::engine::progress::show(
-            &cx.root,
-            &format!(
-                "hc-image first boot: cluster: {} peer(s) heard, {}",
-                live.len(),
-                match &waiting {
-                    Some((n, _)) => format!("waiting for {n} to found the swarm"),
-                    None => "deciding who founds the swarm".into(),
-                }
-            ),
-        );
         if engine.info().is_ok_and(|i| i.state == "active") {
             return Ok(());
         }
@@ -593,6 +620,32 @@ mod tests {
         assert!(!observed(&[Ok("inactive"), Ok("active")]));
         let errors: Vec<Result<&str>> = (0..10).map(|_| Err("timeout".into())).collect();
         assert!(!observed(&errors));
+    }
+
+    #[test]
+    fn listening_ends_early_only_when_every_listed_node_is_heard() {
+        let ann = |node: &str| Announcement {
+            cluster: "home".into(),
+            node: node.into(),
+            name: None,
+            addr: Ipv4Addr::new(10, 0, 0, 1),
+            order: 0,
+            phase: Phase::Discovering,
+            session: 0,
+            seq: 0,
+        };
+        let (a, b, c) = (
+            "52:54:00:00:00:01",
+            "52:54:00:00:00:02",
+            "52:54:00:00:00:03",
+        );
+        let (hb, hc) = (ann(b), ann(&c.to_uppercase()));
+        let listed = [a, b, c];
+        assert!(!heard_enough(1_000, 30_000, &listed, a, &[&hb]));
+        assert!(heard_enough(1_000, 30_000, &listed, a, &[&hb, &hc]));
+        assert!(heard_enough(30_000, 30_000, &listed, a, &[]));
+        // No list: only the window ends it.
+        assert!(!heard_enough(1_000, 30_000, &[], a, &[&hb, &hc]));
     }
 
     #[test]
