@@ -717,8 +717,6 @@ fn hardened(lan: &Lan, n: &Node) {
     );
 }
 
-/// A test image from node1's own Python (no registry can be reached):
-/// an HTTP server in /srv, published on the swarm with its task on node1.
 /// The host firewall with docker's rules (issue 12): a port published on
 /// the swarm answers from the LAN on every node, and through the routing
 /// mesh a node's address reaches tasks on the other nodes too; a port a
@@ -739,7 +737,7 @@ fn firewall(lan: &Lan, client: &LanHost, nodes: &[Node]) {
             .expect("curl")
     };
     let names: Vec<String> = nodes.iter().map(|n| format!("node{}", n.k + 1)).collect();
-    for n in nodes {
+    for (n, me) in nodes.iter().zip(&names) {
         // Each task answers its node's name; the mesh spreads connections
         // over all three tasks, so within a few a remote one answers.
         let mut remote = false;
@@ -748,7 +746,7 @@ fn firewall(lan: &Lan, client: &LanHost, nodes: &[Node]) {
             let o = curl(n.addr, 8080);
             let body = String::from_utf8_lossy(&o.stdout).trim().to_string();
             if names.contains(&body) {
-                remote = body != format!("node{}", n.k + 1);
+                remote = &body != me;
                 answers.push(body);
             } else {
                 std::thread::sleep(Duration::from_secs(3));

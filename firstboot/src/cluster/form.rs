@@ -294,6 +294,7 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
     set_phase(&cx.root, "discovering")?;
     let started = uptime_ms();
     let mut me = me_announcement(cx, &l, Phase::Discovering);
+    let listed: Vec<&str> = cx.config.nodes.iter().map(|n| n.mac.as_str()).collect();
     let mut ignored: BTreeMap<String, u64> = BTreeMap::new();
     let mut waiting: Option<(String, u64)> = None;
     let mut join_failures = 0u32;
@@ -323,7 +324,6 @@ pub fn converge_swarm(cx: &Ctx, engine: &dyn Engine) -> Result<()> {
             })
             .map(|h| &h.ann)
             .collect();
-        let listed: Vec<&str> = cx.config.nodes.iter().map(|n| n.mac.as_str()).collect();
         let window_over = heard_enough(
             now.saturating_sub(listening_since),
             window().as_millis() as u64,
