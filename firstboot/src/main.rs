@@ -93,6 +93,16 @@ fn dispatch() -> ExitCode {
             print!("{}", engine::status(&root, &RUNNER, STEPS));
             ExitCode::SUCCESS
         }
+        Some("clock-step") => {
+            let (source, peers) = ceph::material::clock_peers(&root);
+            match timesync::step_to_cluster(source, &peers) {
+                Ok(s) => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e, 1),
+            }
+        }
         Some("ceph") => match ceph::cli::command_line(&args[1..]) {
             Ok(cmd) => match RUNNER.mon_command(&root, &cmd.to_string(), b"") {
                 Ok(out) => {
@@ -104,7 +114,7 @@ fn dispatch() -> ExitCode {
             Err(e) => fail(e, 2),
         },
         _ => {
-            eprintln!("usage: hc-firstboot run|serve|status|ceph\n  run     converge this node (systemd runs it on first boot)\n  serve   announce this node and answer joins (hc-cluster.service)\n  status  show the first-boot steps, the cluster and what blocks them\n  ceph    a Ceph monitor command, JSON out (e.g. `ceph osd pool get pool=homecloud_data var=size`)");
+            eprintln!("usage: hc-firstboot run|serve|status|ceph|clock-step\n  run     converge this node (systemd runs it on first boot)\n  serve   announce this node and answer joins (hc-cluster.service)\n  status  show the first-boot steps, the cluster and what blocks them\n  ceph    a Ceph monitor command, JSON out (e.g. `ceph osd pool get pool=homecloud_data var=size`)\n  clock-step  step the clock to the cluster's before a monitor starts (ceph-mon's ExecStartPre)");
             ExitCode::from(2)
         }
     }

@@ -5,7 +5,7 @@
 //! point systemd-timesyncd at the Ceph founder, so the cluster agrees on
 //! one clock (the founder's, itself from the Internet when there is one).
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cluster::duty::{ClusterView, Duty, Schedule};
@@ -122,6 +122,161 @@ pub fn sync_with(cx: &Ctx, server: Ipv4Addr, limit: Duration) -> Result<String> 
     ))
 }
 
+/// NTP timestamp (8 bytes) as seconds since the Unix epoch.
+fn unix_secs(b: &[u8]) -> f64 {
+    let secs = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let frac = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+    f64::from(secs) - NTP_UNIX_OFFSET as f64 + f64::from(frac) / 4_294_967_296.0
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// One SNTP exchange with `server`: (offset, delay) in seconds, the offset
+/// positive when the server is ahead of this node. None when it does not
+/// answer within `timeout` or answers something else.
+pub fn query(server: SocketAddr, timeout: Duration) -> Option<(f64, f64)> {
+    let sock = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    sock.set_read_timeout(Some(timeout)).ok()?;
+    let mut req = [0u8; 48];
+    req[0] = (4 << 3) | 3;
+    let sent = SystemTime::now();
+    req[40..48].copy_from_slice(&ntp_ts(sent));
+    let t1 = unix_secs(&req[40..48]);
+    sock.send_to(&req, server).ok()?;
+    let mut r = [0u8; 64];
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let (n, from) = sock.recv_from(&mut r).ok()?;
+        let t4 = now_secs();
+        // Ours, a server reply, and the answer to this request.
+        if from != server || n < 48 || r[0] & 7 != 4 || r[24..32] != req[40..48] {
+            continue;
+        }
+        let (t2, t3) = (unix_secs(&r[32..40]), unix_secs(&r[40..48]));
+        return Some((((t2 - t1) + (t3 - t4)) / 2.0, (t4 - t1) - (t3 - t2)));
+    }
+    None
+}
+
+/// The offset to step by, if any: the time source's when it answered and
+/// is not this node, else the median of the other answers. Small offsets
+/// are left to timesyncd.
+pub fn pick_offset(source: Option<f64>, others: &[f64]) -> Option<f64> {
+    let o = match source {
+        Some(o) => o,
+        None if others.is_empty() => return None,
+        None => {
+            let mut v = others.to_vec();
+            v.sort_by(f64::total_cmp);
+            let m = v.len() / 2;
+            if v.len() % 2 == 0 {
+                (v[m - 1] + v[m]) / 2.0
+            } else {
+                v[m]
+            }
+        }
+    };
+    (o.abs() > STEP_ABOVE).then_some(o)
+}
+
+/// Below this, timesyncd's slew is fine; above it (up to 0.4 s) timesyncd
+/// slews at 500 ppm, minutes during which Ceph's monitors (50 ms allowed)
+/// report MON_CLOCK_SKEW.
+const STEP_ABOVE: f64 = 0.02;
+
+/// The best of three exchanges (least delay), or None.
+fn best_of_three(server: Ipv4Addr) -> Option<f64> {
+    (0..3)
+        .filter_map(|_| query(SocketAddr::from((server, 123)), Duration::from_secs(1)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(o, _)| o)
+}
+
+fn is_local(a: Ipv4Addr) -> bool {
+    UdpSocket::bind((a, 0)).is_ok()
+}
+
+/// Moves CLOCK_REALTIME by `off` seconds in one step.
+// libc has no safe wrapper; both calls get pointers to this stack frame.
+#[allow(unsafe_code)]
+fn step_clock(off: f64) -> Result<()> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return Err(format!(
+            "clock_gettime: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec) + (off * 1e9) as i128;
+    let to = libc::timespec {
+        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `to` is a valid timespec with 0 <= tv_nsec < 1e9.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &to) } != 0 {
+        return Err(format!(
+            "clock_settime: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Steps this node's clock to the cluster's before a monitor starts
+/// (ceph-mon's ExecStartPre): a board without an RTC, or a QEMU guest
+/// whose RTC counts whole seconds, comes back up to a second off, and
+/// timesyncd would slew that for minutes. The time source itself steps to
+/// the others' median, so a returning founder joins their clock.
+pub fn step_to_cluster(source: Option<Ipv4Addr>, peers: &[Ipv4Addr]) -> Result<String> {
+    let source = source.filter(|a| !is_local(*a));
+    let others: Vec<Ipv4Addr> = peers
+        .iter()
+        .copied()
+        .filter(|a| Some(*a) != source && !is_local(*a))
+        .collect();
+    // The link may come up just after network-online (--any): ask again
+    // for a while before starting the monitor on the local clock.
+    let until = Instant::now() + Duration::from_secs(15);
+    let (from_source, answers) = loop {
+        let from_source = source.and_then(best_of_three);
+        let answers: Vec<f64> = if from_source.is_some() {
+            Vec::new()
+        } else {
+            others.iter().filter_map(|a| best_of_three(*a)).collect()
+        };
+        let nobody = source.is_none() && others.is_empty();
+        if from_source.is_some() || !answers.is_empty() || nobody || Instant::now() >= until {
+            break (from_source, answers);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let Some(off) = pick_offset(from_source, &answers) else {
+        return Ok(match (from_source, answers.len()) {
+            (Some(o), _) => format!("clock within {:.3} s of the time source: not stepped", o),
+            (None, 0) => "no other node answered SNTP: clock not stepped".into(),
+            (None, n) => format!("clock agrees with {n} node(s): not stepped"),
+        });
+    };
+    step_clock(off)?;
+    Ok(format!(
+        "clock stepped by {off:+.3} s to {}",
+        if from_source.is_some() {
+            "the time source's".to_string()
+        } else {
+            format!("the median of {} node(s)", answers.len())
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +309,49 @@ mod tests {
     #[test]
     fn timesyncd_is_pointed_at_the_founder() {
         assert!(timesyncd_conf(Ipv4Addr::new(10, 0, 0, 11)).contains("\nNTP=10.0.0.11\n"));
+    }
+
+    /// A real SNTP exchange on loopback with a server whose clock is 5 s
+    /// ahead of this one.
+    #[test]
+    fn a_query_measures_the_offset_of_a_server_ahead() {
+        let srv = UdpSocket::bind(("127.0.0.1", 0)).expect("bind");
+        let addr = srv.local_addr().expect("addr");
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, from) = srv.recv_from(&mut buf).expect("recv");
+            let ahead = SystemTime::now() + Duration::from_secs(5);
+            let r = answer(&buf[..n], ahead, ahead).expect("a request");
+            srv.send_to(&r, from).expect("send");
+        });
+        let (off, delay) = query(addr, Duration::from_secs(5)).expect("an answer");
+        t.join().expect("server");
+        assert!((off - 5.0).abs() < 0.5, "offset {off}");
+        assert!((0.0..1.0).contains(&delay), "delay {delay}");
+    }
+
+    #[test]
+    fn a_silent_server_gives_no_offset() {
+        let srv = UdpSocket::bind(("127.0.0.1", 0)).expect("bind");
+        let addr = srv.local_addr().expect("addr");
+        assert!(query(addr, Duration::from_millis(200)).is_none());
+    }
+
+    #[test]
+    fn the_time_source_wins_else_the_median_and_small_offsets_are_left() {
+        assert_eq!(pick_offset(Some(0.7), &[-3.0, -3.0]), Some(0.7));
+        assert_eq!(pick_offset(Some(0.01), &[]), None, "timesyncd slews that");
+        assert_eq!(pick_offset(None, &[0.3, 0.5, 9.0]), Some(0.5));
+        assert_eq!(pick_offset(None, &[-0.4, -0.6]), Some(-0.5));
+        assert_eq!(pick_offset(None, &[]), None);
+    }
+
+    #[test]
+    fn this_node_is_never_its_own_peer() {
+        assert!(is_local(Ipv4Addr::LOCALHOST));
+        assert!(
+            !is_local(Ipv4Addr::new(192, 0, 2, 1)),
+            "TEST-NET-1 is nobody's"
+        );
     }
 }

@@ -59,6 +59,34 @@ impl Material {
     }
 }
 
+/// The cluster's time source and the monitors' addresses (ceph.conf's
+/// `mon_host`, else the material's list): whom to ask for the time.
+pub fn clock_peers(root: &Path) -> (Option<Ipv4Addr>, Vec<Ipv4Addr>) {
+    let m = Material::load(root);
+    let conf = std::fs::read_to_string(root.join(CONF.trim_start_matches('/'))).unwrap_or_default();
+    let mut peers = mon_hosts(&conf);
+    if peers.is_empty() {
+        peers = m
+            .iter()
+            .flat_map(|m| m.mons.iter().map(|(_, a)| *a))
+            .collect();
+    }
+    (m.and_then(|m| m.time_source), peers)
+}
+
+/// The addresses in ceph.conf's `mon_host` (plain or `v2:a:3300` forms).
+pub fn mon_hosts(conf: &str) -> Vec<Ipv4Addr> {
+    conf.lines()
+        .filter_map(|l| l.trim().strip_prefix("mon_host"))
+        .filter_map(|r| r.trim_start().strip_prefix('='))
+        .flat_map(|r| r.split([',', ' ', '[', ']', '/']))
+        .filter_map(|h| {
+            let h = h.trim().trim_start_matches("v2:").trim_start_matches("v1:");
+            h.split(':').next().and_then(|a| a.parse().ok())
+        })
+        .collect()
+}
+
 /// Writes a secret file: never world-readable, not even for a moment.
 pub(super) fn write_secret(p: &Path, data: &[u8]) -> Result<()> {
     write_atomic(p, data, SECRET)
@@ -284,6 +312,14 @@ mod tests {
         let c = render_conf(&m, "10.0.0.0/24", memory_plan(2 << 30));
         assert!(c.contains("fsid = f\n"));
         assert!(c.contains("mon_host = 10.0.0.11,10.0.0.12\n"));
+        assert_eq!(
+            mon_hosts(&c),
+            [Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)]
+        );
+        assert_eq!(
+            mon_hosts("mon_host = [v2:10.0.0.13:3300/0,v1:10.0.0.13:6789/0]\n"),
+            [Ipv4Addr::new(10, 0, 0, 13); 2]
+        );
         assert!(c.contains("public_network = 10.0.0.0/24\n"));
         assert!(
             c.contains("mon_lease = 20\n"),
