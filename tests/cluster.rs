@@ -1046,6 +1046,95 @@ fn static_address(lan: &Lan, n: &Node, status: &str) {
     );
 }
 
+/// One cluster CA on every node and on its HCBOOT, keys root-only, and a
+/// site certificate for `*.home.arpa` that openssl on the LAN accepts
+/// with that CA (issue 15).
+fn cluster_ca(lan: &Lan, nodes: &[Node], dir: &Path) {
+    const FILES: &str = "cd /var/lib/hc-firstboot/tls && stat -c '%n %a %U' ca.key site.key && sha256sum ca.crt site.crt && sha256sum < /boot/hcboot/homecloud-ca.crt";
+    let first = ok(lan, &nodes[0], FILES);
+    for n in nodes {
+        let out = ok(lan, n, FILES);
+        assert_eq!(out, first, "node{} holds another CA than node1", n.k + 1);
+    }
+    assert!(
+        first.contains("ca.key 600 root") && first.contains("site.key 600 root"),
+        "{first}"
+    );
+    let ca = ok(lan, &nodes[0], "cat /boot/hcboot/homecloud-ca.crt");
+    let site = ok(lan, &nodes[0], "cat /var/lib/hc-firstboot/tls/site.crt");
+    let (ca_f, site_f) = (dir.join("homecloud-ca.crt"), dir.join("site.crt"));
+    std::fs::write(&ca_f, ca).expect("write");
+    std::fs::write(&site_f, site).expect("write");
+    let v = Command::new("openssl")
+        .args([
+            "verify",
+            "-verify_hostname",
+            "nextcloud.home.arpa",
+            "-CAfile",
+        ])
+        .arg(&ca_f)
+        .arg(&site_f)
+        .output()
+        .expect("openssl verify");
+    assert!(
+        v.status.success(),
+        "the site certificate does not verify with HCBOOT's CA: {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    eprintln!("cluster CA: the same on all three nodes and their HCBOOT; *.home.arpa verifies");
+}
+
+/// The longest time this manager's raft had no leader and how many times
+/// it learned of one, from dockerd's journal (etcd raft's "elected leader",
+/// "changed leader" and "lost leader" lines).
+fn leaderless(lan: &Lan, n: &Node) -> (f64, usize) {
+    let log = ok(
+        lan,
+        n,
+        "journalctl -b -o short-unix -u docker.service | grep -E 'raft.node: [0-9a-f]+ (elected|changed|lost) leader' || true",
+    );
+    leaderless_span(&log)
+}
+
+/// [`leaderless`] on the journal's text (`short-unix`: seconds first). A
+/// log that ends without a leader counts as infinitely long.
+fn leaderless_span(log: &str) -> (f64, usize) {
+    let (mut worst, mut changes, mut lost): (f64, usize, Option<f64>) = (0.0, 0, None);
+    for l in log.lines() {
+        let Some(t) = l
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        if l.contains(" lost leader ") {
+            lost.get_or_insert(t);
+        } else if l.contains(" elected leader ") || l.contains(" changed leader ") {
+            changes += 1;
+            if let Some(since) = lost.take() {
+                worst = worst.max(t - since);
+            }
+        }
+    }
+    if lost.is_some() {
+        worst = f64::INFINITY;
+    }
+    (worst, changes)
+}
+
+#[test]
+fn leaderless_spans_are_read_from_raft_lines() {
+    let log = "100.0 n dockerd[1]: msg=\"raft.node: a elected leader a at term 2\"\n\
+               130.5 n dockerd[1]: msg=\"raft.node: a lost leader a at term 3\"\n\
+               142.0 n dockerd[1]: msg=\"raft.node: a elected leader b at term 3\"\n\
+               150.0 n dockerd[1]: msg=\"raft.node: a changed leader from b to c at term 4\"\n";
+    assert_eq!(leaderless_span(log), (11.5, 3));
+    let open = format!("{log}160.0 n dockerd[1]: msg=\"raft.node: a lost leader c at term 5\"\n");
+    assert_eq!(leaderless_span(&open).0, f64::INFINITY);
+    assert_eq!(leaderless_span(""), (0.0, 0));
+}
+
 fn wait_managers(lan: &Lan, n: &Node, want: usize, since: Instant) -> String {
     loop {
         let ls = node_ls(lan, n);
@@ -1069,11 +1158,12 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
     let vip = lan.addr(10);
     let client = lan.host("client").expect("client namespace");
     let dir = im.work.path().join("together");
-    // The `promote-second-fails` failpoint (issue 18) is not armed here:
-    // with it, Ceph never converged (monitor commands timed out on every
-    // node for 20 minutes, two runs on 2026-12-03). Issue 18 is open.
+    // Issue 18: the leader's second promotion of its pair fails (as an
+    // rpc error did on real boards). Armed on every card: whichever founds
+    // the swarm promotes the pair. The swarm must reach three managers with
+    // a leader throughout.
     let mut nodes: Vec<Node> = (0..3)
-        .map(|k| Node::new(&lan, &im.img, &dir, k, None))
+        .map(|k| Node::new(&lan, &im.img, &dir, k, Some("promote-second-fails\n")))
         .collect();
     let t0 = Instant::now();
     eprintln!("together: powering on 3 guests, load {}", load());
@@ -1092,6 +1182,37 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
         t0.elapsed().as_secs_f64(),
         load()
     );
+    let fired: Vec<usize> = nodes
+        .iter()
+        .filter(|n| {
+            exec(
+                &lan,
+                n.addr,
+                "grep -qx promote-second-fails /etc/hc-image/failpoint.fired",
+            )
+            .1 == 0
+        })
+        .map(|n| n.k + 1)
+        .collect();
+    assert_eq!(
+        fired.len(),
+        1,
+        "promote-second-fails fired on nodes {fired:?}"
+    );
+    for n in &nodes {
+        let (gap, elections) = leaderless(&lan, n);
+        eprintln!(
+            "BENCH node{}: longest time without a swarm leader during formation {gap:.1}s ({elections} leader change(s); failpoint on node{})",
+            n.k + 1,
+            fired[0]
+        );
+        assert!(
+            elections > 0,
+            "node{}: no raft leader lines in dockerd's journal",
+            n.k + 1
+        );
+        assert!(gap < 60.0, "node{}: no swarm leader for {gap:.0}s", n.k + 1);
+    }
     let id = swarm_id(&lan, &nodes[0]);
     // The three nodes at once: each check waits on its own guest.
     std::thread::scope(|s| {
@@ -1118,6 +1239,7 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
                 assert!(st.contains("step cluster: done"), "{st}");
                 assert!(st.contains("step keepalived: done"), "{st}");
                 assert!(st.contains("step admin: done"), "{st}");
+                assert!(st.contains("step tls: done"), "{st}");
                 static_address(lan, n, &st);
                 let t = Instant::now();
                 admin_login(lan, n, key, i == 0);
@@ -1130,6 +1252,7 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
             });
         }
     });
+    cluster_ca(&lan, &nodes, &dir);
     // Ceph: one cluster, three monitors and OSDs, CephFS on every node.
     let mut formed = f64::MAX;
     let mut mounted = 0f64;

@@ -20,3 +20,4 @@ pub mod registry;
 pub mod secret;
 pub mod settings;
 pub mod timesync;
+pub mod tls;

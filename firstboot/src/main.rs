@@ -13,7 +13,7 @@ use hc_firstboot::cluster::duty::Duty;
 use hc_firstboot::cluster::join::JoinAnswer;
 use hc_firstboot::engine::{self, Step};
 use hc_firstboot::exec::{RealRunner, Runner};
-use hc_firstboot::{ceph, cluster, identity, keepalived, registry, settings, timesync};
+use hc_firstboot::{ceph, cluster, identity, keepalived, registry, settings, timesync, tls};
 
 static RUNNER: RealRunner = RealRunner;
 
@@ -26,6 +26,7 @@ static STEPS: &[&dyn Step] = &[
     &settings::WifiStep,
     &cluster::network::Network,
     &cluster::form::Cluster,
+    &tls::Tls,
     &keepalived::Keepalived,
     &ceph::step::Ceph,
     &registry::step::Registry,
@@ -50,7 +51,7 @@ static DUTIES: &[&dyn Duty] = &[
 ];
 
 /// What the join channel hands out, by topic.
-static JOIN_ANSWERS: &[&dyn JoinAnswer] = &[&SWARM, &ceph::duty::Answer];
+static JOIN_ANSWERS: &[&dyn JoinAnswer] = &[&SWARM, &ceph::duty::Answer, &tls::Answer];
 
 fn main() -> ExitCode {
     let code = dispatch();

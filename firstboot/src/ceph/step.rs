@@ -12,13 +12,12 @@ use super::fs::{adjust_pools, ensure_mount, mounted};
 use super::material::{write_client_files, Material, CONF, MOUNT_POINT, SECRET_FILE};
 use super::mon::{create_cluster, ensure_mon_node, has_mon, wait_quorum};
 use super::osd::{ensure_osd, osd_entries, Osd};
-use crate::cluster::join::{ask, JoinError, JoinRefusal, JoinRequest};
-use crate::cluster::peers::{member_addrs, PeerFile, FOUNDER, LIVE_MS, MANAGERS};
+use crate::cluster::join::fetch_from_members;
+use crate::cluster::peers::{PeerFile, FOUNDER, LIVE_MS, MANAGERS};
 use crate::cluster::swarm::api_info;
 use crate::config::Role;
 use crate::engine::{Ctx, Enabled, Observed, Result, Step};
 use crate::host::files::{read_json, write_json, PUBLIC};
-use crate::host::net::Lan;
 use crate::host::node::{current_hostname, uptime_ms};
 
 /// The join channel's topic for the Ceph cluster's material.
@@ -84,35 +83,6 @@ fn settle_managers(cx: &Ctx, limit: Duration) {
     );
 }
 
-/// Asks members over the join channel until one hands out the cluster.
-fn fetch_material(cx: &Ctx, l: &Lan, limit: Duration) -> Result<Material> {
-    let t = Instant::now();
-    let mut last = String::from("no member answered yet");
-    loop {
-        let req = JoinRequest {
-            node: l.mac.clone(),
-            addr: l.addr,
-            topic: TOPIC.into(),
-        };
-        for addr in member_addrs(&cx.root, l) {
-            match ask::<Material>(cx.secret()?, addr, &req) {
-                Ok(m) => return Ok(m),
-                Err(JoinError::Refused(JoinRefusal::NotYet { .. })) => {
-                    last = format!("{addr}: no Ceph cluster there yet")
-                }
-                Err(JoinError::WrongSecret(e)) => return Err(e),
-                Err(e) => last = format!("{addr}: {e}"),
-            }
-        }
-        if t.elapsed() > limit {
-            return Err(format!(
-                "no member handed out the Ceph cluster in {limit:?} ({last})"
-            ));
-        }
-        std::thread::sleep(Duration::from_secs(5));
-    }
-}
-
 impl Step for Ceph {
     fn name(&self) -> &'static str {
         "ceph"
@@ -167,7 +137,13 @@ impl Step for Ceph {
             match Material::load(&cx.root) {
                 Some(m) if m.ready => m,
                 _ => {
-                    let m = fetch_material(cx, &l, Duration::from_secs(1800))?;
+                    let m: Material = fetch_from_members(
+                        cx,
+                        &l,
+                        TOPIC,
+                        "the Ceph cluster",
+                        Duration::from_secs(1800),
+                    )?;
                     m.save(&cx.root)?;
                     m
                 }

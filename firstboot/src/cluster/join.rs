@@ -10,7 +10,7 @@
 //! `{"result": "refused", "refusal": {"kind": "not_yet", "reason": "..."}}`.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use super::channel::{self, Channel, ConnectError};
 use super::duty::ClusterView;
+use super::peers::member_addrs;
 use crate::engine::Ctx;
+use crate::host::net::Lan;
 use crate::secret::ClusterSecret;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +116,40 @@ pub fn ask<T: DeserializeOwned>(
         JoinResponse::Granted { payload } => serde_json::from_value(payload)
             .map_err(|e| JoinError::Failed(format!("{addr} answered {}: {e}", req.topic))),
         JoinResponse::Refused { refusal } => Err(JoinError::Refused(refusal)),
+    }
+}
+
+/// Asks the members in turn for `topic` until one grants it, every 5 s for
+/// up to `limit`; `what` names the payload in errors ("the Ceph cluster").
+pub fn fetch_from_members<T: DeserializeOwned>(
+    cx: &Ctx,
+    l: &Lan,
+    topic: &str,
+    what: &str,
+    limit: Duration,
+) -> std::result::Result<T, String> {
+    let t = Instant::now();
+    let mut last = String::from("no member answered yet");
+    let req = JoinRequest {
+        node: l.mac.clone(),
+        addr: l.addr,
+        topic: topic.into(),
+    };
+    loop {
+        for addr in member_addrs(&cx.root, l) {
+            match ask::<T>(cx.secret()?, addr, &req) {
+                Ok(v) => return Ok(v),
+                Err(JoinError::Refused(JoinRefusal::NotYet { .. })) => {
+                    last = format!("{addr}: no {what} there yet")
+                }
+                Err(JoinError::WrongSecret(e)) => return Err(e),
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        if t.elapsed() > limit {
+            return Err(format!("no member handed out {what} in {limit:?} ({last})"));
+        }
+        std::thread::sleep(Duration::from_secs(5));
     }
 }
 

@@ -21,6 +21,16 @@ pub const SECRET: u32 = 0o600;
 /// mode (never wider, whatever the umask), synced, renamed over `path`, and
 /// the directory synced so the rename itself survives a power cut.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    replace(path, data, Some(mode))
+}
+
+/// `write_atomic` on a filesystem whose modes come from its mount options
+/// (HCBOOT's FAT: `umask=0077`), where setting a mode fails.
+pub fn write_atomic_fat(path: &Path, data: &[u8]) -> Result<()> {
+    replace(path, data, None)
+}
+
+fn replace(path: &Path, data: &[u8], mode: Option<u32>) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| format!("{}: no parent directory", path.display()))?;
@@ -37,10 +47,12 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(mode)
+            .mode(mode.unwrap_or(0o600))
             .open(&tmp)?;
         // A leftover temp file keeps its old mode: set it again.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if let Some(mode) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(data)?;
         f.sync_all()
     })();
