@@ -262,6 +262,9 @@ pub fn step_to_cluster(source: Option<Ipv4Addr>, peers: &[Ipv4Addr]) -> Result<S
     let Some(off) = pick_offset(from_source, &answers) else {
         return Ok(match (from_source, answers.len()) {
             (Some(o), _) => format!("clock within {:.3} s of the time source: not stepped", o),
+            (None, 0) if source.is_none() && others.is_empty() => {
+                "no other node known to ask for the time: clock not stepped".into()
+            }
             (None, 0) => "no other node answered SNTP: clock not stepped".into(),
             (None, n) => format!("clock agrees with {n} node(s): not stepped"),
         });

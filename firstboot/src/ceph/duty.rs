@@ -15,6 +15,7 @@ use super::mon::{ensure_mon_node, has_mgr, has_mon, make_mgr, mgr_available};
 use super::step::{enabled, TOPIC};
 use crate::cluster::duty::{ClusterView, Duty, Schedule};
 use crate::cluster::join::{JoinAnswer, JoinRefusal, JoinRequest};
+use crate::cluster::peers::MANAGERS;
 use crate::engine::Ctx;
 use crate::host::node::current_hostname;
 
@@ -82,6 +83,7 @@ fn reconcile(cx: &Ctx, manager: bool) {
             eprintln!("ceph: adding a standby manager on {name}: {e}");
         }
     }
+    remember_mons(cx, &m);
     if !mounted(&cx.root) {
         if let Err(e) = ensure_mount(cx, Duration::ZERO) {
             eprintln!("ceph: mounting {MOUNT_POINT}: {e}");
@@ -102,6 +104,22 @@ fn standby_due(cx: &Ctx) -> bool {
     since.get_or_insert_with(Instant::now).elapsed() > NO_MANAGER_LIMIT
 }
 
+/// The monitors in the cluster's map now, or None when the monitors do
+/// not answer.
+fn monmap(cx: &Ctx) -> Option<Vec<(String, Ipv4Addr)>> {
+    let v = mon_json(cx, json!({"prefix": "mon dump"})).ok()?;
+    let mons: Vec<(String, Ipv4Addr)> = v["mons"]
+        .as_array()?
+        .iter()
+        .filter_map(|x| {
+            let name = x["name"].as_str()?.to_string();
+            let addr = x["addr"].as_str()?.split(':').next()?.parse().ok()?;
+            Some((name, addr))
+        })
+        .collect();
+    (!mons.is_empty()).then_some(mons)
+}
+
 /// The material a member hands to a joiner, with the monitors as the
 /// cluster knows them now.
 fn material_for_joiner(cx: &Ctx) -> Option<Material> {
@@ -109,22 +127,24 @@ fn material_for_joiner(cx: &Ctx) -> Option<Material> {
     if !m.ready {
         return None;
     }
-    if let Ok(v) = mon_json(cx, json!({"prefix": "mon dump"})) {
-        let mons: Vec<(String, Ipv4Addr)> = v["mons"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| {
-                        let name = x["name"].as_str()?.to_string();
-                        let addr = x["addr"].as_str()?.split(':').next()?.parse().ok()?;
-                        Some((name, addr))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !mons.is_empty() {
-            m.mons = mons;
-        }
+    if let Some(mons) = monmap(cx) {
+        m.mons = mons;
     }
     Some(m)
+}
+
+/// Keeps the monitors' addresses on disk until there are three: the
+/// founder's material named only itself, and a node coming back asks the
+/// others for the time before its monitor starts (`clock-step`).
+fn remember_mons(cx: &Ctx, m: &Material) {
+    if m.mons.len() >= MANAGERS {
+        return;
+    }
+    if let Some(mons) = monmap(cx).filter(|mons| *mons != m.mons) {
+        let mut m = m.clone();
+        m.mons = mons;
+        if let Err(e) = m.save(&cx.root) {
+            eprintln!("ceph: remembering the monitors: {e}");
+        }
+    }
 }

@@ -60,16 +60,16 @@ impl Material {
 }
 
 /// The cluster's time source and the monitors' addresses (ceph.conf's
-/// `mon_host`, else the material's list): whom to ask for the time.
+/// `mon_host` and the material's list, which the daemon keeps): whom to
+/// ask for the time.
 pub fn clock_peers(root: &Path) -> (Option<Ipv4Addr>, Vec<Ipv4Addr>) {
     let m = Material::load(root);
     let conf = std::fs::read_to_string(root.join(CONF.trim_start_matches('/'))).unwrap_or_default();
     let mut peers = mon_hosts(&conf);
-    if peers.is_empty() {
-        peers = m
-            .iter()
-            .flat_map(|m| m.mons.iter().map(|(_, a)| *a))
-            .collect();
+    for a in m.iter().flat_map(|m| m.mons.iter().map(|(_, a)| *a)) {
+        if !peers.contains(&a) {
+            peers.push(a);
+        }
     }
     (m.and_then(|m| m.time_source), peers)
 }
@@ -334,6 +334,34 @@ mod tests {
             broadcast: Ipv4Addr::new(192, 168, 15, 255),
         };
         assert_eq!(network_of(&l), "192.168.0.0/20");
+    }
+
+    #[test]
+    fn the_clock_is_asked_of_every_monitor_the_node_knows() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let a = |s: &str| -> Ipv4Addr { s.parse().expect("addr") };
+        let conf = d.path().join(CONF.trim_start_matches('/'));
+        std::fs::create_dir_all(conf.parent().expect("dir")).expect("mkdir");
+        // The founder's ceph.conf names only itself; the daemon kept the map.
+        std::fs::write(&conf, "[global]\nmon_host = 10.0.0.11\n").expect("conf");
+        let m = Material {
+            fsid: "f".into(),
+            mons: vec![
+                ("node1".into(), a("10.0.0.11")),
+                ("node2".into(), a("10.0.0.12")),
+                ("node3".into(), a("10.0.0.13")),
+            ],
+            time_source: Some(a("10.0.0.11")),
+            ..Material::default()
+        };
+        m.save(d.path()).expect("save");
+        assert_eq!(
+            clock_peers(d.path()),
+            (
+                Some(a("10.0.0.11")),
+                vec![a("10.0.0.11"), a("10.0.0.12"), a("10.0.0.13")]
+            )
+        );
     }
 
     #[test]
