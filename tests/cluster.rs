@@ -1305,6 +1305,8 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
             });
         }
     });
+    // For experiments by hand on a formed cluster (over the command
+    // server); CI does not set it.
     if let Some(hold) = std::env::var("HC_HOLD_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
