@@ -1387,8 +1387,15 @@ fn cards_powered_on_together_form_one_swarm_and_the_vip_fails_over() {
             &format!("kill -9 of node{}", h + 1),
         ));
         let survivors: Vec<&Node> = nodes.iter().filter(|n| n.k != h).collect();
-        let new = holder(&lan, &survivors, vip);
-        assert_eq!(new.len(), 1, "{new:?}");
+        // Both survivors may claim the VIP for a moment (each became
+        // master before the other's first advert came): one must keep it.
+        let answered = Instant::now();
+        let new = one_holder(&lan, &client, &survivors, vip);
+        eprintln!(
+            "BENCH one VIP holder (node{}) {:.1}s after the VIP answered again",
+            new + 1,
+            answered.elapsed().as_secs_f64()
+        );
         // Two of three managers keep quorum: once they have elected a
         // leader (raft's election timeout, slower under TCG), a service can
         // still be created. No replicas: a task of an image that does not
