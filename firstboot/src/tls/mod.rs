@@ -102,15 +102,11 @@ fn openssl(cx: &Ctx, args: &[&str]) -> Result<String> {
     cx.runner.run(&argv)
 }
 
-fn p(cx: &Ctx, f: &str) -> PathBuf {
-    cx.path(f)
-}
-
 /// An EC P-256 key, written root-only (openssl prints it; it never lands
 /// in a file with the umask's mode). Kept when it exists: a power cut
 /// between key and certificate reuses it.
 fn ensure_key(cx: &Ctx, f: &str) -> Result<()> {
-    if p(cx, f).is_file() {
+    if cx.path(f).is_file() {
         return Ok(());
     }
     let key = openssl(
@@ -123,7 +119,7 @@ fn ensure_key(cx: &Ctx, f: &str) -> Result<()> {
             "ec_paramgen_curve:P-256",
         ],
     )?;
-    write_atomic(&p(cx, f), key.as_bytes(), SECRET)
+    write_atomic(&cx.path(f), key.as_bytes(), SECRET)
 }
 
 /// The founder's part: the CA, then the site certificate; each kept when
@@ -131,8 +127,8 @@ fn ensure_key(cx: &Ctx, f: &str) -> Result<()> {
 pub fn make(cx: &Ctx) -> Result<()> {
     let domain = cx.config.cluster.domain.clone();
     ensure_key(cx, CA_KEY)?;
-    if !p(cx, CA_CRT).is_file() {
-        let ca_key = p(cx, CA_KEY).display().to_string();
+    if !cx.path(CA_CRT).is_file() {
+        let ca_key = cx.path(CA_KEY).display().to_string();
         let subj = format!("/O=homecloud/CN=homecloud CA {}", cx.config.cluster.name);
         let constraint = format!("nameConstraints=critical,permitted;DNS:{domain}");
         let crt = openssl(
@@ -156,14 +152,14 @@ pub fn make(cx: &Ctx) -> Result<()> {
                 &constraint,
             ],
         )?;
-        write_atomic(&p(cx, CA_CRT), crt.as_bytes(), PUBLIC)?;
+        write_atomic(&cx.path(CA_CRT), crt.as_bytes(), PUBLIC)?;
     }
     ensure_key(cx, KEY)?;
-    if !p(cx, CRT).is_file() {
+    if !cx.path(CRT).is_file() {
         let (key, ca, ca_key) = (
-            p(cx, KEY).display().to_string(),
-            p(cx, CA_CRT).display().to_string(),
-            p(cx, CA_KEY).display().to_string(),
+            cx.path(KEY).display().to_string(),
+            cx.path(CA_CRT).display().to_string(),
+            cx.path(CA_KEY).display().to_string(),
         );
         let subj = format!("/CN={domain}");
         let san = format!("subjectAltName=DNS:{domain},DNS:*.{domain}");
@@ -194,7 +190,7 @@ pub fn make(cx: &Ctx) -> Result<()> {
                 "extendedKeyUsage=serverAuth",
             ],
         )?;
-        write_atomic(&p(cx, CRT), crt.as_bytes(), PUBLIC)?;
+        write_atomic(&cx.path(CRT), crt.as_bytes(), PUBLIC)?;
     }
     Ok(())
 }
